@@ -1,0 +1,1 @@
+"""Model modules: each registers its ModelSpec with xopt.registry at import."""

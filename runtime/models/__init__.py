@@ -1,0 +1,1 @@
+"""Numpy-only pre/post-processing of each model, importable without torch."""

@@ -1,0 +1,83 @@
+"""The two exception families xopt raises.
+
+The CLI catches `UserError` only: it prints one line and exits 1. Anything else is a
+bug in xopt or a dependency and keeps its traceback.
+"""
+from __future__ import annotations
+
+
+class UserError(Exception):
+    """Something the user can fix: bad input, missing file, missing extra, existing output."""
+
+    exit_code = 1
+
+    def __init__(self, problem: str, fix: str | None = None):
+        self.problem = problem
+        self.fix = fix
+        super().__init__(self.one_line())
+
+    def one_line(self) -> str:
+        text = self.problem.rstrip(".")
+        if self.fix:
+            text += f"; {self.fix.rstrip('.')}"
+        return " ".join(text.split()) + "."
+
+
+class InternalError(Exception):
+    """A failure of xopt itself; its traceback matters, so the CLI does not catch it."""
+
+
+class MissingExtraError(UserError):
+    def __init__(self, module: str, extra: str, why: str = ""):
+        what = f"{module} is not installed" + (f" ({why})" if why else "")
+        super().__init__(what, f'install it with: pip install "xopt[{extra}]"')
+        self.module = module
+        self.extra = extra
+
+
+class OutputExistsError(UserError):
+    def __init__(self, path):
+        super().__init__(f"{path} already exists", "pass --force to overwrite it or choose another --out")
+
+
+class UnknownChoiceError(UserError):
+    def __init__(self, kind: str, value: str, choices):
+        super().__init__(f"unknown {kind} '{value}'", f"choose one of: {', '.join(sorted(choices))}")
+
+
+class ParityError(UserError):
+    """An artifact disagrees with the FP32 PyTorch reference beyond its tolerance.
+
+    A user error because the fix is a user choice (another variant, looser tolerance,
+    keeping more layers in FP32); the per-output numbers are in `diffs`.
+    """
+
+    def __init__(self, artifact: str, diffs: dict, tolerance: dict):
+        self.artifact = artifact
+        self.diffs = diffs
+        self.tolerance = tolerance
+        parts = [
+            f"{name}: max_abs={d['max_abs']:.3g} max_rel={d['max_rel']:.3g} mean_abs={d['mean_abs']:.3g}"
+            + ("" if d.get("finite", True) else " (NaN/Inf)")
+            for name, d in diffs.items()
+        ]
+        tol = ", ".join(f"{k}<={v:g}" for k, v in tolerance.items())
+        super().__init__(
+            f"{artifact} failed the parity check against PyTorch FP32 ({'; '.join(parts)}; tolerance {tol})",
+            "keep more layers in FP32, pick another variant, or loosen the tolerance with --tolerance",
+        )
+
+
+class NonFiniteError(UserError):
+    def __init__(self, where: str, first: str | None = None):
+        msg = f"{where} produced NaN/Inf"
+        if first:
+            msg += f", first in {first}"
+        super().__init__(msg, "keep that part in FP32 (or use a lower-precision-safe variant)")
+
+
+class BudgetError(UserError):
+    """A run does not fit the device budget; `suggestion` names what does."""
+
+    def __init__(self, what: str, suggestion: str):
+        super().__init__(f"{what} does not fit the budget", suggestion)

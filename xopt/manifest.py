@@ -1,0 +1,120 @@
+"""manifest.json: what an export directory holds, versioned and validated on load.
+
+Written last by every export (after all artifacts are in place) so a reader never sees
+a manifest that names a missing or half-written file.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from xopt.errors import UserError
+
+SCHEMA_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+_REQUIRED_VARIANT_KEYS = ("name", "precision", "path", "sha256", "opset", "inputs", "outputs", "parity")
+
+
+@dataclass
+class Manifest:
+    model: str
+    weights: dict
+    config: dict = field(default_factory=dict)
+    covers: str = "whole model"
+    variants: list[dict] = field(default_factory=list)
+    versions: dict = field(default_factory=dict)
+    machine: dict = field(default_factory=dict)
+    created: str = ""
+    directory: Path | None = None  # where it was loaded from; artifact paths are relative to it
+    schema_version: int = SCHEMA_VERSION
+
+    def to_json(self) -> dict:
+        return {
+            "schema_version": self.schema_version,
+            "model": self.model,
+            "weights": self.weights,
+            "config": self.config,
+            "covers": self.covers,
+            "variants": self.variants,
+            "versions": self.versions,
+            "machine": self.machine,
+            "created": self.created or time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+
+    def variant(self, name: str) -> dict:
+        for v in self.variants:
+            if v["name"] == name:
+                return v
+        from xopt.errors import UnknownChoiceError
+
+        raise UnknownChoiceError(f"variant in {self.directory or 'manifest'}", name, [v["name"] for v in self.variants])
+
+    def has(self, name: str) -> bool:
+        return any(v["name"] == name for v in self.variants)
+
+    def upsert(self, entry: dict) -> None:
+        self.variants = [v for v in self.variants if v["name"] != entry["name"]] + [entry]
+
+    def path_of(self, name: str, key: str = "path") -> Path:
+        rel = self.variant(name)[key]
+        return (self.directory or Path(".")) / rel
+
+    def save(self, directory: str | Path, force: bool = True) -> Path:
+        from xopt.atomic import write_json
+
+        directory = Path(directory)
+        return write_json(directory / MANIFEST_NAME, self.to_json(), force=force)
+
+
+def _bad(path, why: str) -> UserError:
+    return UserError(f"{path} is not a valid xopt manifest ({why})", "re-run xopt export with --force to rebuild it")
+
+
+def load(path: str | Path) -> Manifest:
+    """Load a manifest from its file or its directory."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / MANIFEST_NAME
+    if not path.exists():
+        raise UserError(f"no manifest at {path}", "run xopt export first or pass the export directory")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise _bad(path, f"not JSON: {exc}") from exc
+    return from_json(data, path)
+
+
+def from_json(data: Any, path: str | Path = "manifest") -> Manifest:
+    path = Path(path)
+    if not isinstance(data, dict):
+        raise _bad(path, "top level is not an object")
+    version = data.get("schema_version")
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise _bad(path, "schema_version missing")
+    if version > SCHEMA_VERSION:
+        raise UserError(f"{path} has schema_version {version}, newer than this xopt understands ({SCHEMA_VERSION})",
+                        "upgrade xopt")
+    for key in ("model", "weights", "variants"):
+        if key not in data:
+            raise _bad(path, f"'{key}' missing")
+    if not isinstance(data["model"], str) or not isinstance(data["weights"], dict):
+        raise _bad(path, "'model' must be a string and 'weights' an object")
+    if not isinstance(data["variants"], list):
+        raise _bad(path, "'variants' is not a list")
+    for i, v in enumerate(data["variants"]):
+        if not isinstance(v, dict):
+            raise _bad(path, f"variant {i} is not an object")
+        missing = [k for k in _REQUIRED_VARIANT_KEYS if k not in v]
+        if missing:
+            raise _bad(path, f"variant {v.get('name', i)} lacks {', '.join(missing)}")
+        if not isinstance(v["path"], str) or Path(v["path"]).is_absolute() or ".." in Path(v["path"]).parts:
+            raise _bad(path, f"variant {v.get('name', i)} has a path outside its directory")
+    return Manifest(
+        model=data["model"], weights=data["weights"], config=data.get("config", {}),
+        covers=data.get("covers", "whole model"), variants=data["variants"], versions=data.get("versions", {}),
+        machine=data.get("machine", {}), created=data.get("created", ""),
+        directory=path.parent, schema_version=version,
+    )
