@@ -94,6 +94,10 @@ class ModelSpec:
     budget_checks: Callable[[Mapping[str, Any], Mapping[str, Any]], list[dict]] | None = None
     extras_needed: Sequence[str] = ()  # optional extras the torch side needs, e.g. ("openfold",)
     checkpoint_formats: str = ""  # human description for --help
+    # fit(spec, profile, config, options) -> report dict of kind "fit"; None: the model has no fit search
+    fit: Callable[..., dict] | None = None
+    # export_hook(built, out_dir, options) -> extra manifest facts, run after the standard export (optional)
+    torch_session: Callable[..., Any] | None = None  # (built) -> callable feeds->outputs; default runs built.module
 
     def variant(self, name: str) -> Variant:
         from xopt.errors import UnknownChoiceError

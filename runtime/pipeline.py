@@ -1,0 +1,37 @@
+"""The contract of a model's numpy pipeline: what an app embeds and `xopt run` drives.
+
+A pipeline wraps a loaded `Session` with the model's own pre- and post-processing. It
+imports no torch, so an app can ship ONNX Runtime or TensorRT alone.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from xopt.runtime.backends.base import Session
+
+
+class Pipeline:
+    #: file kinds `process_file` accepts, for `xopt run --help`
+    input_kinds: tuple[str, ...] = ()
+
+    def __init__(self, session: Session, config: dict | None = None):
+        self.session = session
+        self.config = dict(config or {})
+
+    def __call__(self, raw: Any) -> Any:
+        """End to end on one raw input (an image, a track, a sequence)."""
+        raise NotImplementedError
+
+    def raw_samples(self, n: int, targets: dict, seed: int = 0) -> list[Any]:
+        """`n` raw inputs at the device profile's target size, for end-to-end latency."""
+        raise NotImplementedError
+
+    def process_file(self, src: Path, dst: Path, force: bool = False,
+                     progress: Callable[[Iterable], Iterable] | None = None) -> list[Path]:
+        """Read `src`, write results at `dst` atomically (refusing to overwrite without
+        `force`); return the paths written."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        self.session.close()
