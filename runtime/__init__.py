@@ -1,1 +1,70 @@
+"""Load built artifacts and run them: `xopt.runtime.load(path_or_manifest, backend="ort-cpu")`.
 
+Imports no torch unless the `torch` backend (or a model pipeline that needs it) is used.
+"""
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+from xopt.errors import UserError
+from xopt.runtime.backends.base import Session, all_backends, get_backend
+
+__all__ = ["load", "load_pipeline", "Session", "all_backends", "get_backend"]
+
+
+def _resolve(path_or_manifest, variant: str | None):
+    """-> (manifest or None, artifact path, variant entry or None)."""
+    from xopt.manifest import MANIFEST_NAME, Manifest
+    from xopt.manifest import load as load_manifest
+
+    if isinstance(path_or_manifest, Manifest):
+        manifest = path_or_manifest
+    else:
+        path = Path(path_or_manifest)
+        if not path.exists():
+            raise UserError(f"{path} does not exist", "pass an export directory, a manifest.json or an .onnx file")
+        if path.is_dir() or path.name == MANIFEST_NAME:
+            manifest = load_manifest(path)
+        else:
+            return None, path, None
+    entry = manifest.variant(variant or "fp32")
+    return manifest, manifest.path_of(entry["name"]), entry
+
+
+def load(path_or_manifest, backend: str = "ort-cpu", variant: str | None = None, **options) -> Session:
+    """A session on one artifact. `path_or_manifest`: export directory, manifest, or artifact file."""
+    b = get_backend(backend)
+    manifest, path, entry = _resolve(path_or_manifest, variant)
+    if b.artifact == "torch":
+        if manifest is None:
+            raise UserError("the torch backend needs an export directory (it rebuilds the model from the manifest)",
+                            "pass the directory xopt export wrote")
+        return b.session(manifest.directory, **options)
+    if b.artifact == "engine":
+        engines = (entry or {}).get("engines") or []
+        if entry is not None and not engines:
+            raise UserError(f"variant {entry['name']} has no TensorRT engine",
+                            "build one with xopt export MODEL --engine trt")
+        if entry is not None:
+            path = manifest.directory / engines[-1]["path"]
+    elif entry is not None:
+        options = {**entry.get("ort_options", {}), **options}
+    if not path.exists():
+        raise UserError(f"artifact {path} is missing", "re-run xopt export with --force")
+    return b.session(path, **options)
+
+
+def load_pipeline(path_or_manifest, backend: str = "ort-cpu", variant: str | None = None, **options):
+    """The model's embeddable pipeline (pre/post-processing around a session)."""
+    from xopt.manifest import load as load_manifest
+    from xopt.registry import get_model
+
+    manifest = load_manifest(path_or_manifest)
+    spec = get_model(manifest.model)
+    if not spec.pipeline:
+        raise UserError(f"model {spec.name} has no runtime pipeline", "use xopt.runtime.load for raw sessions")
+    module_name, _, cls_name = spec.pipeline.partition(":")
+    cls = getattr(importlib.import_module(module_name), cls_name)
+    session = load(manifest, backend=backend, variant=variant, **options)
+    return cls(session, manifest.config)

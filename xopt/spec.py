@@ -84,6 +84,7 @@ class ModelSpec:
     pipeline: str = ""  # "module:Class" of the numpy pipeline an app embeds
     opset: int = 17
     exporter: str = "legacy"  # legacy | dynamo
+    export_options: Mapping[str, Any] = field(default_factory=dict)  # extra torch.onnx.export kwargs
     patchers: Sequence[Callable] = ()  # each: module -> context manager active during export
     configs: Mapping[str, Mapping[str, Any]] = field(default_factory=lambda: {"default": {}})
     default_config: str = "default"
@@ -96,8 +97,10 @@ class ModelSpec:
     checkpoint_formats: str = ""  # human description for --help
     # fit(spec, profile, config, options) -> report dict of kind "fit"; None: the model has no fit search
     fit: Callable[..., dict] | None = None
-    # export_hook(built, out_dir, options) -> extra manifest facts, run after the standard export (optional)
-    torch_session: Callable[..., Any] | None = None  # (built) -> callable feeds->outputs; default runs built.module
+    # chunk_options(value, profile, config_name) -> config overrides for `xopt export --chunk`
+    chunk_options: Callable[..., dict] | None = None
+    # bench targets: {"vs_torch": {variant: min speed-up}, "vs_fp32": {variant: min}, "drift_key", "drift_vs_noise"}
+    bench_targets: Mapping[str, Any] = field(default_factory=dict)
 
     def variant(self, name: str) -> Variant:
         from xopt.errors import UnknownChoiceError

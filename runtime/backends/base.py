@@ -18,6 +18,8 @@ class Timings:
     run_ms: list[float] = field(default_factory=list)  # host wall time per run after the first
     device_ms: list[float] = field(default_factory=list)  # device-side time (CUDA events), where measured
     cache_hit: bool | None = None
+    deserialize_ms: float | None = None  # engine backends: deserialisation, part of load_ms
+    context_ms: float | None = None  # engine backends: execution-context creation, part of load_ms
 
     def to_json(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if v is not None}

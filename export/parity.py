@@ -1,0 +1,79 @@
+"""Compare outputs of two implementations of one model, and gate artifacts on it."""
+from __future__ import annotations
+
+from typing import Mapping
+
+import numpy as np
+
+from xopt.errors import ParityError
+
+
+def torch_outputs(module, feed: Mapping[str, np.ndarray], output_names) -> dict[str, np.ndarray]:
+    import torch
+
+    args = [torch.from_numpy(np.ascontiguousarray(v)) for v in feed.values()]
+    with torch.inference_mode():
+        out = module(*args)
+    if isinstance(out, torch.Tensor):
+        out = (out,)
+    elif isinstance(out, dict):
+        out = tuple(out[n] for n in output_names)
+    if len(out) != len(output_names):
+        raise ValueError(f"module returned {len(out)} outputs, the spec names {len(output_names)}")
+    return {n: t.detach().float().cpu().numpy() for n, t in zip(output_names, out)}
+
+
+def tensor_stats(ref: np.ndarray, out: np.ndarray) -> dict:
+    """max/mean abs error, max relative error (relative to the reference's scale) and cosine."""
+    ref = np.asarray(ref, dtype=np.float64)
+    out = np.asarray(out, dtype=np.float64)
+    if ref.shape != out.shape:
+        raise ValueError(f"shape mismatch: reference {ref.shape} vs output {out.shape}")
+    finite = bool(np.isfinite(out).all())
+    if not finite:
+        return {"max_abs": float("inf"), "mean_abs": float("inf"), "max_rel": float("inf"),
+                "cosine": float("nan"), "finite": False}
+    diff = np.abs(ref - out)
+    # Elementwise relative error explodes where the reference crosses zero; measure it against
+    # the reference's own magnitude floor (1e-3 of its peak) as Polygraphy's rel tolerance does in effect.
+    floor = max(float(np.abs(ref).max()) * 1e-3, 1e-12)
+    rel = diff / np.maximum(np.abs(ref), floor)
+    denom = float(np.linalg.norm(ref) * np.linalg.norm(out))
+    cosine = float(np.dot(ref.ravel(), out.ravel()) / denom) if denom > 0 else float(np.array_equal(ref, out))
+    return {"max_abs": float(diff.max(initial=0.0)), "mean_abs": float(diff.mean()) if diff.size else 0.0,
+            "max_rel": float(rel.max(initial=0.0)), "cosine": cosine, "finite": True}
+
+
+def compare(ref: Mapping[str, np.ndarray], out: Mapping[str, np.ndarray]) -> dict[str, dict]:
+    missing = set(ref) - set(out)
+    if missing:
+        raise ValueError(f"outputs missing: {sorted(missing)}")
+    return {name: tensor_stats(ref[name], out[name]) for name in ref}
+
+
+def worst(per_feed: list[dict[str, dict]]) -> dict[str, dict]:
+    """Worst case of each statistic across several feeds (cosine: the lowest)."""
+    merged: dict[str, dict] = {}
+    for diffs in per_feed:
+        for name, d in diffs.items():
+            m = merged.setdefault(name, dict(d))
+            for key in ("max_abs", "mean_abs", "max_rel"):
+                m[key] = max(m[key], d[key])
+            m["cosine"] = min(m["cosine"], d["cosine"]) if np.isfinite(d["cosine"]) else d["cosine"]
+            m["finite"] = m["finite"] and d["finite"]
+    return merged
+
+
+def passed(diffs: Mapping[str, dict], tolerance: Mapping[str, float]) -> bool:
+    for d in diffs.values():
+        if not d["finite"]:
+            return False
+        for key, bound in tolerance.items():
+            if d[key] > bound:
+                return False
+    return True
+
+
+def check(artifact: str, diffs: Mapping[str, dict], tolerance: Mapping[str, float]) -> None:
+    if not passed(diffs, tolerance):
+        raise ParityError(artifact, dict(diffs), dict(tolerance))

@@ -1,0 +1,226 @@
+"""Export orchestration: build -> FP32 ONNX -> variants -> parity gate -> manifest.
+
+Everything is produced in a private temporary directory inside the output directory and
+renamed into place only after its parity check passed; the manifest is written last.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+from xopt import progress
+from xopt.atomic import dir_lock
+from xopt.errors import OutputExistsError, UserError
+from xopt.export import parity
+from xopt.export.onnx_export import io_signature, opset_of, to_onnx
+from xopt.hashing import sha256_file
+from xopt.manifest import MANIFEST_NAME, Manifest
+from xopt.manifest import load as load_manifest
+from xopt.optimize.base import PassContext, get_pass
+from xopt.registry import get_model
+from xopt.spec import Built, ModelSpec, Variant
+
+
+@dataclass
+class Source:
+    """Where the FP32 graph and its reference come from when not from the spec's PyTorch build
+    (e.g. a TensorFlow model): an ONNX path, a reference callable and weights provenance."""
+
+    onnx_path: Path
+    reference: Callable[[dict], dict]
+    weights: dict
+    facts: dict = field(default_factory=dict)
+
+
+def default_out_dir(model: str) -> Path:
+    return Path("artifacts") / model
+
+
+def artifact_name(model: str, variant: str) -> str:
+    return f"{model}_{variant}.onnx"
+
+
+def _ort_outputs(path: Path, feeds: list[dict], ort_options: Mapping[str, Any]) -> list[dict]:
+    from xopt.runtime.backends.ort import OrtSession
+
+    with OrtSession(path, **dict(ort_options)) as sess:
+        return [sess.run(f) for f in feeds]
+
+
+def gate(artifact: Path, label: str, feeds: list[dict], refs: list[dict], tolerance: Mapping[str, float],
+         ort_options: Mapping[str, Any]) -> dict:
+    """Run `artifact` on `feeds`, compare with `refs`, raise ParityError past `tolerance`."""
+    outs = _ort_outputs(artifact, feeds, ort_options)
+    diffs = parity.worst([parity.compare(r, o) for r, o in zip(refs, outs)])
+    parity.check(label, diffs, tolerance)
+    worst_abs = max(d["max_abs"] for d in diffs.values())
+    worst_rel = max(d["max_rel"] for d in diffs.values())
+    return {"max_abs": worst_abs, "max_rel": worst_rel, "passed": True, "tolerance": dict(tolerance),
+            "feeds": len(feeds), "outputs": diffs}
+
+
+class _Exporter:
+    def __init__(self, spec: ModelSpec, out_dir: Path, workdir: Path, built: Built, config: dict,
+                 profile, pass_options: Mapping[str, Mapping], tolerances: Mapping[str, Mapping[str, float]],
+                 source: Source | None):
+        self.spec, self.out_dir, self.workdir, self.built = spec, out_dir, workdir, built
+        self.config, self.profile, self.source = config, profile, source
+        self.pass_options = pass_options
+        self.tolerances = tolerances
+        self.feeds = spec.validation_inputs(built)
+        reference = source.reference if source else self._torch_reference(built.module)
+        with progress.step(f"{spec.name}: FP32 reference outputs on {len(self.feeds)} validation inputs"):
+            self.refs = [reference(f) for f in self.feeds]
+
+    def _torch_reference(self, module):
+        return lambda feed: parity.torch_outputs(module, feed, self.spec.output_names)
+
+    def context(self) -> PassContext:
+        spec, built = self.spec, self.built
+        return PassContext(model=spec.name, scopes={k: list(v) for k, v in spec.scopes.items()},
+                           calibration=lambda n: spec.calibration_inputs(built, n), profile=self.profile,
+                           workdir=self.workdir, extra={"config": self.config})
+
+    def export_graph(self, built: Built, dest: Path) -> Path:
+        spec = self.spec
+        with progress.step(f"{spec.name}: torch -> ONNX ({spec.exporter} exporter, opset {spec.opset})"):
+            to_onnx(built.module, spec.example_inputs(built), dest, spec.input_names, spec.output_names,
+                    spec.dynamic_axes, spec.opset, spec.exporter, spec.patchers, spec.export_options)
+        return dest
+
+    def run_passes(self, variant: Variant, src: Path) -> tuple[Path, list[dict]]:
+        applied = []
+        current = src
+        for i, (pass_name, spec_opts) in enumerate(variant.passes):
+            p = get_pass(pass_name)
+            opts = p.options.resolve({**spec_opts, **self.pass_options.get(pass_name, {})})
+            dst = self.workdir / f"{variant.name}.{i}.{pass_name}{p.output_suffix}"
+            with progress.step(f"{self.spec.name} {variant.name}: pass {pass_name}") as facts_out:
+                facts = p.apply(current, dst, opts, self.context())
+                facts_out["note"] = ", ".join(f"{k}={v}" for k, v in facts.items() if not isinstance(v, (list, dict)))
+            applied.append({"name": pass_name, "options": opts, "facts": facts})
+            current = dst
+        return current, applied
+
+    def make_variant(self, variant: Variant, fp32_path: Path | None) -> tuple[Path, dict]:
+        spec = self.spec
+        if variant.export_config is not None:
+            cfg = {**self.config, **variant.export_config}
+            built = spec.build(checkpoint=self.built.weights.path, config=cfg, seed=self.built.weights.seed or 0)
+            base = self.export_graph(built, self.workdir / f"{variant.name}.raw.onnx")
+        elif fp32_path is None:
+            base = self.source.onnx_path if self.source else self.export_graph(self.built, self.workdir / "raw.onnx")
+        else:
+            base = fp32_path
+        staged, applied = self.run_passes(variant, base)
+        if staged == base:
+            staged = self.workdir / f"{variant.name}.onnx"
+            shutil.copyfile(base, staged)
+        tol = dict(self.tolerances.get(variant.name) or variant.tolerance.as_dict())
+        with progress.step(f"{spec.name} {variant.name}: parity vs FP32 {'reference' if self.source else 'PyTorch'}"):
+            result = gate(staged, f"{spec.name} {variant.name}", self.feeds, self.refs, tol, variant.ort_options)
+        inputs, outputs = io_signature(staged)
+        entry = {
+            "name": variant.name, "precision": variant.precision, "path": artifact_name(spec.name, variant.name),
+            "sha256": sha256_file(staged), "size_bytes": staged.stat().st_size, "opset": opset_of(staged),
+            "inputs": inputs, "outputs": outputs, "parity": result, "passes": applied,
+            "ort_options": dict(variant.ort_options), "description": variant.description,
+        }
+        if variant.export_config is not None:
+            entry["export_config"] = dict(variant.export_config)
+        return staged, entry
+
+
+def _resolve_variants(spec: ModelSpec, names: Sequence[str]) -> list[Variant]:
+    wanted = ["fp32"] + [n for n in names if n != "fp32"]
+    return [spec.variant(n) for n in dict.fromkeys(wanted)]
+
+
+def _existing(out_dir: Path, spec: ModelSpec, weights_wanted: dict | None, config: dict, force: bool):
+    if not (out_dir / MANIFEST_NAME).exists() or force:
+        return None
+    manifest = load_manifest(out_dir)
+    if manifest.model != spec.name:
+        raise UserError(f"{out_dir} holds a {manifest.model} export", "choose another --out or pass --force")
+    mismatch = []
+    if weights_wanted is not None and any(manifest.weights.get(k) != v for k, v in weights_wanted.items()):
+        mismatch.append("weights")
+    if manifest.config != config:
+        mismatch.append("config")
+    if mismatch:
+        raise UserError(f"{out_dir} was exported with other {' and '.join(mismatch)} ({manifest.weights.get('kind')})",
+                        "pass --force to rebuild every artifact or choose another --out")
+    return manifest
+
+
+def export_model(name: str, variants: Sequence[str] = ("fp32",), out_dir: str | os.PathLike | None = None,
+                 checkpoint: str | None = None, config: str | None = None, config_overrides: Mapping | None = None,
+                 profile=None, force: bool = False, pass_options: Mapping[str, Mapping] | None = None,
+                 seed: int = 0, tolerances: Mapping[str, Mapping[str, float]] | None = None,
+                 source: Source | None = None) -> Manifest:
+    """Export `name` and its `variants` into `out_dir` and return the manifest written there."""
+    from xopt.machine import describe, versions
+
+    spec = get_model(name)
+    wanted = _resolve_variants(spec, variants)
+    cfg = spec.config(config, config_overrides)
+    out_dir = Path(out_dir) if out_dir else default_out_dir(name)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError(f"{out_dir} is a file", "pass a directory to --out")
+    with dir_lock(out_dir):
+        want_weights = _weights_key(checkpoint, seed, source)
+        manifest = _existing(out_dir, spec, want_weights, cfg, force)
+        todo = [v for v in wanted if force or manifest is None or not manifest.has(v.name)]
+        if not todo:
+            raise OutputExistsError(out_dir / artifact_name(name, wanted[-1].name))
+        for v in wanted:
+            if v not in todo and v.name != "fp32":
+                progress.info(f"{name} {v.name}: already in {out_dir}, kept (--force rebuilds it)")
+        for v in todo:
+            target = out_dir / artifact_name(name, v.name)
+            if target.exists() and not force:
+                raise OutputExistsError(target)
+        workdir = Path(tempfile.mkdtemp(prefix=".xopt-tmp-", dir=out_dir))
+        try:
+            with progress.step(f"{name}: build PyTorch model ({cfg['preset']}, "
+                               f"{'checkpoint' if checkpoint else 'seeded-random'})"):
+                built = spec.build(checkpoint=checkpoint, config=cfg, seed=seed)
+            if built.weights.kind == "checkpoint":
+                built.weights.path = str(Path(checkpoint).resolve())
+                built.weights.sha256 = built.weights.sha256 or sha256_file(checkpoint)
+            exporter = _Exporter(spec, out_dir, workdir, built, cfg, profile, pass_options or {}, tolerances or {},
+                                 source)
+            if manifest is None:
+                manifest = Manifest(model=name, weights=source.weights if source else built.weights.to_json(),
+                                    config=cfg, covers=spec.covers)
+            staged = []
+            fp32_path = None if any(v.name == "fp32" for v in todo) else manifest.path_of("fp32")
+            for v in todo:
+                path, entry = exporter.make_variant(v, fp32_path)
+                if v.name == "fp32":
+                    fp32_path = path
+                if source:
+                    entry["source"] = source.facts
+                staged.append((path, entry))
+            for path, entry in staged:
+                os.replace(path, out_dir / entry["path"])
+                manifest.upsert(entry)
+            manifest.versions = versions()
+            manifest.machine = {k: v for k, v in describe().items() if k != "versions"}
+            manifest.directory = out_dir
+            manifest.save(out_dir)
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+    return manifest
+
+
+def _weights_key(checkpoint, seed, source) -> dict | None:
+    if source is not None:
+        return {"kind": source.weights.get("kind"), "sha256": source.weights.get("sha256")}
+    if checkpoint:
+        return {"kind": "checkpoint", "sha256": sha256_file(checkpoint) if Path(checkpoint).is_file() else None}
+    return {"kind": "seeded-random", "seed": seed}

@@ -1,0 +1,131 @@
+"""ONNX Runtime backends. GPU providers are verified after session creation:
+onnxruntime-gpu lists CUDA/TensorRT as available even when their libraries cannot
+load, then silently runs on CPU.
+"""
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+from xopt.errors import UserError
+from xopt.extras import onnxruntime, ort_conflict
+from xopt.runtime.backends.base import Backend, Session, register_backend
+
+_LEVELS = {"disabled": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC",
+           "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}
+
+
+def session_options(ort, graph_optimization_level: str = "all", disabled_optimizers=(), intra_op_num_threads=0,
+                    enable_profiling: bool = False):
+    so = ort.SessionOptions()
+    if graph_optimization_level not in _LEVELS:
+        raise UserError(f"unknown graph_optimization_level {graph_optimization_level!r}",
+                        f"use one of {', '.join(_LEVELS)}")
+    so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, _LEVELS[graph_optimization_level])
+    if intra_op_num_threads:
+        so.intra_op_num_threads = int(intra_op_num_threads)
+    so.enable_profiling = enable_profiling
+    so.log_severity_level = 3
+    return so, list(disabled_optimizers)
+
+
+class OrtSession(Session):
+    backend = "ort-cpu"
+    providers_wanted: tuple = ("CPUExecutionProvider",)
+
+    def _load(self, path, graph_optimization_level="all", disabled_optimizers=(), intra_op_num_threads=0,
+              provider_options=None, **_ignored):
+        ort = onnxruntime()
+        so, disabled = session_options(ort, graph_optimization_level, disabled_optimizers, intra_op_num_threads)
+        providers = [(p, dict((provider_options or {}).get(p, {}))) for p in self.providers_wanted]
+        if self.providers_wanted[0] != "CPUExecutionProvider":
+            providers.append(("CPUExecutionProvider", {}))
+        try:
+            self._sess = ort.InferenceSession(str(path), sess_options=so, providers=providers,
+                                              disabled_optimizers=disabled or None)
+        except Exception as exc:  # ORT raises its own Fail/InvalidGraph/NoSuchFile types
+            raise _load_error(path, exc) from exc
+        self.providers = self._sess.get_providers()
+        wanted = self.providers_wanted[0]
+        if self.providers[0] != wanted:
+            self._sess = None
+            raise UserError(f"{self.backend}: ONNX Runtime fell back to {self.providers[0]} ({wanted} did not load)",
+                            "install the CUDA/cuDNN (and TensorRT) libraries onnxruntime-gpu needs, or use --backend ort-cpu")
+        self.input_names = [i.name for i in self._sess.get_inputs()]
+        self.output_names = [o.name for o in self._sess.get_outputs()]
+        self._input_types = {i.name: i.type for i in self._sess.get_inputs()}
+
+    def _run(self, feeds):
+        feeds = {k: np.ascontiguousarray(v) for k, v in feeds.items()}
+        outs = self._sess.run(self.output_names, feeds)
+        return dict(zip(self.output_names, outs))
+
+    def _close(self):
+        self._sess = None
+
+
+def _load_error(path, exc) -> UserError:
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return UserError(f"ONNX Runtime cannot load {path}: {text[:300]}",
+                     "the file is corrupt or not an ONNX model; re-export it with xopt export --force")
+
+
+class OrtCudaSession(OrtSession):
+    backend = "ort-cuda"
+    providers_wanted = ("CUDAExecutionProvider",)
+
+
+class OrtTrtSession(OrtSession):
+    backend = "ort-trt"
+    providers_wanted = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
+
+
+def _probe_cpu() -> tuple[bool, str]:
+    try:
+        ort = onnxruntime()
+    except UserError as exc:
+        return False, str(exc)
+    conflict = ort_conflict()
+    if conflict:
+        return False, conflict
+    return "CPUExecutionProvider" in ort.get_available_providers(), f"onnxruntime {ort.__version__}"
+
+
+@functools.lru_cache(maxsize=None)
+def probe_provider(provider: str) -> tuple[bool, str]:
+    """Create a real one-node session on `provider` and read back which provider it got."""
+    ok, why = _probe_cpu()
+    if not ok:
+        return ok, why
+    from xopt.machine import gpus
+
+    ort = onnxruntime()
+    if provider not in ort.get_available_providers():
+        return False, f"{provider} is not in this onnxruntime build: pip install \"xopt[gpu]\" (not with onnxruntime)"
+    if not gpus():
+        return False, "no NVIDIA GPU/driver visible to NVML"
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "probe",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    try:
+        sess = ort.InferenceSession(model.SerializeToString(), providers=[provider, "CPUExecutionProvider"])
+    except Exception as exc:  # provider libraries missing surface as generic ORT failures
+        return False, f"{provider} failed to load: {str(exc).splitlines()[0][:200]}"
+    got = sess.get_providers()[0]
+    if got != provider:
+        return False, f"{provider} is listed but did not load (session fell back to {got}); CUDA/cuDNN/TensorRT libraries missing"
+    onnx.checker.check_model(model)
+    return True, f"{provider} loads"
+
+
+register_backend(Backend("ort-cpu", OrtSession, _probe_cpu, "onnx", "ONNX Runtime, CPU execution provider"))
+register_backend(Backend("ort-cuda", OrtCudaSession, lambda: probe_provider("CUDAExecutionProvider"), "onnx",
+                         "ONNX Runtime, CUDA execution provider (onnxruntime-gpu)"))
+register_backend(Backend("ort-trt", OrtTrtSession, lambda: probe_provider("TensorrtExecutionProvider"), "onnx",
+                         "ONNX Runtime, TensorRT execution provider (onnxruntime-gpu + TensorRT 10)"))

@@ -1,0 +1,179 @@
+"""Profile variants against the FP32 baseline: drift (model terms, tensor stats, noise floor),
+warm-up, latency, memory, and budget checks against a device profile.
+"""
+from __future__ import annotations
+
+import importlib
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from xopt import progress
+from xopt.errors import UserError
+from xopt.export.parity import compare, worst
+from xopt.runtime import load
+from xopt.runtime.memory import MemoryMonitor
+from xopt.runtime.stats import latency_summary, mean_terms
+
+REFERENCE_BACKEND = "ort-cpu"
+
+
+def _outputs(session, feeds) -> list[dict]:
+    return [session.run(f) for f in feeds]
+
+
+def drift_between(spec, refs: list[dict], outs: list[dict], feeds: list[dict]) -> dict:
+    terms = mean_terms([spec.drift(r, o, f) for r, o, f in zip(refs, outs, feeds)])
+    terms["tensor"] = worst([compare(r, o) for r, o in zip(refs, outs)])
+    return terms
+
+
+def noise_floor(spec, baseline, feeds: list[dict], refs: list[dict], seed: int) -> dict:
+    """The FP32 model's own drift under ±1 input quantum: what 'no real change' looks like."""
+    rng = np.random.default_rng(seed + 1)
+    noisy = [spec.perturb(f, rng) for f in feeds]
+    return drift_between(spec, refs, _outputs(baseline, noisy), noisy)
+
+
+def _pipeline_class(spec):
+    if not spec.pipeline:
+        return None
+    module, _, cls = spec.pipeline.partition(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+def _budget(spec, profile, result: dict, on_gpu: bool) -> dict:
+    targets = profile.model_targets(spec.name)
+    checks = [{"name": "precision supported", "passed": result["precision"] in profile.precisions + ("mixed",),
+               "value": result["precision"], "limit": list(profile.precisions), "unit": ""}]
+    mem = result["memory"]
+    basis = "VRAM (NVML)" if on_gpu else "host RSS, no GPU here: a proxy for VRAM"
+    checks.append({"name": f"memory within budget [{basis}]", "passed": mem["peak_mb"] <= profile.budget_mb,
+                   "value": round(mem["peak_mb"], 1), "limit": round(profile.budget_mb, 1), "unit": "MB"})
+    if targets.get("fps") and result.get("fps"):
+        fps = result.get("fps_e2e") or result["fps"]
+        checks.append({"name": f"throughput [{'this GPU' if on_gpu else 'this CPU, not the device'}]",
+                       "passed": fps >= targets["fps"], "value": round(fps, 2), "limit": targets["fps"],
+                       "unit": "fps"})
+    checks.append({"name": "drift finite and within tolerance", "passed": bool(result["drift_ok"]),
+                   "value": result["drift_ok"], "limit": True, "unit": ""})
+    if spec.budget_checks is not None:
+        checks.extend(spec.budget_checks(targets, result))
+    return {"passed": all(c["passed"] for c in checks), "checks": checks}
+
+
+def _timed_runs(session, feeds, frames: int) -> list[float]:
+    before = len(session.timings.run_ms)
+    for i in range(frames):
+        session.run(feeds[i % len(feeds)])
+    return session.timings.run_ms[before:]
+
+
+def _e2e(spec, session, manifest, targets, frames: int, seed: int) -> list[float] | None:
+    cls = _pipeline_class(spec)
+    if cls is None:
+        return None
+    pipe = cls(session, manifest.config)
+    raws = pipe.raw_samples(max(1, min(frames, 4)), targets, seed)
+    pipe(raws[0])  # warm the pre/post-processing caches; measured separately as first inference
+    times = []
+    for i in range(frames):
+        t0 = time.perf_counter()
+        pipe(raws[i % len(raws)])
+        times.append((time.perf_counter() - t0) * 1e3)
+    return times
+
+
+def profile_variant(spec, manifest, variant: str, backend: str, feeds, refs, floor, profile, frames: int,
+                    seed: int, e2e: bool = True) -> dict:
+    entry = manifest.variant(variant)
+    result = {"variant": variant, "precision": entry["precision"], "backend": backend,
+              "artifact": entry["path"], "error": None}
+    targets = profile.model_targets(spec.name)
+    with MemoryMonitor() as mon:
+        session = load(manifest, backend=backend, variant=variant)
+        try:
+            outs = _outputs(session, feeds)
+            run_ms = _timed_runs(session, feeds, frames)
+            e2e_ms = _e2e(spec, session, manifest, targets, frames, seed) if e2e else None
+            result["providers"] = session.providers
+            t = session.timings
+        finally:
+            session.close()
+    result["drift"] = drift_between(spec, refs, outs, feeds)
+    result["noise_floor"] = floor
+    tensor_ok = all(d["finite"] for d in result["drift"]["tensor"].values())
+    result["drift_ok"] = tensor_ok and bool(result["drift"].get("passed", True))
+    result["warmup_ms"] = {"load": t.load_ms, "first_inference": t.first_run_ms,
+                           **({"build": t.build_ms} if t.build_ms else {}),
+                           **({"cache_hit": t.cache_hit} if t.cache_hit is not None else {})}
+    result["latency_ms"] = latency_summary(run_ms)
+    if t.device_ms:
+        result["device_latency_ms"] = latency_summary(t.device_ms)
+    result["latency_e2e_ms"] = latency_summary(e2e_ms) if e2e_ms else None
+    batch = next(iter(feeds[0].values())).shape[0] if feeds and next(iter(feeds[0].values())).ndim else 1
+    result["fps"] = 1e3 * batch / result["latency_ms"]["p50"] if run_ms else None
+    result["fps_e2e"] = 1e3 / result["latency_e2e_ms"]["p50"] if e2e_ms else None
+    result["memory"] = mon.result
+    result["budget"] = _budget(spec, profile, result, mon.result["kind"] == "vram-nvml")
+    return result
+
+
+def ensure_variants(name: str, variants: Sequence[str], artifacts, profile):
+    """The manifest in `artifacts`, after exporting any variant it lacks (with its weights)."""
+    from xopt.export.pipeline import default_out_dir, export_model
+    from xopt.manifest import MANIFEST_NAME
+    from xopt.manifest import load as load_manifest
+
+    art = Path(artifacts) if artifacts else default_out_dir(name)
+    manifest = load_manifest(art) if (art / MANIFEST_NAME).exists() else None
+    missing = [v for v in variants if manifest is None or not manifest.has(v)]
+    if not missing:
+        return manifest
+    progress.info(f"exporting missing variant(s) {', '.join(missing)} into {art}")
+    kw = {}
+    if manifest is not None:
+        w = manifest.weights
+        kw = {"checkpoint": w.get("path") if w.get("kind") == "checkpoint" else None, "seed": w.get("seed") or 0,
+              "config": manifest.config.get("preset"),
+              "config_overrides": {k: v for k, v in manifest.config.items() if k != "preset"}}
+    return export_model(name, missing, out_dir=art, profile=profile, **kw)
+
+
+def profile_model(name: str, variants: Sequence[str], artifacts: str | Path | None = None, backend: str = "ort-cpu",
+                  frames: int = 20, profile_name: str | None = None, seed: int = 0, export_missing: bool = True,
+                  e2e: bool = True, command: str | None = None) -> dict:
+    from xopt.machine import describe
+    from xopt.profiles import get_profile
+    from xopt.registry import get_model
+    from xopt.report_schema import SCHEMA_VERSION
+
+    spec = get_model(name)
+    profile = get_profile(profile_name)
+    for v in variants:
+        spec.variant(v)
+    manifest = ensure_variants(name, variants, artifacts, profile)
+    art = manifest.directory
+    if backend == "torch" and any(v != "fp32" for v in variants):
+        raise UserError("the torch backend runs the FP32 PyTorch model only", "use --variants fp32 with --backend torch")
+
+    feeds = spec.profile_inputs(profile.model_targets(name), max(1, min(frames, 8)), seed)
+    with progress.step(f"{name}: FP32 baseline and noise floor ({REFERENCE_BACKEND})"):
+        with load(manifest, backend=REFERENCE_BACKEND, variant="fp32") as baseline:
+            refs = _outputs(baseline, feeds)
+            floor = noise_floor(spec, baseline, feeds, refs, seed)
+    results = []
+    for v in variants:
+        with progress.step(f"{name} {v}: {frames} frames on {backend}"):
+            results.append(profile_variant(spec, manifest, v, backend, feeds, refs, floor, profile, frames, seed, e2e))
+    return {
+        "schema_version": SCHEMA_VERSION, "kind": "profile", "model": name, "weights": manifest.weights,
+        "config": manifest.config, "covers": manifest.covers,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "command": command or f"xopt profile {name} --variants {','.join(variants)}",
+        "machine": describe(), "profile": profile.to_json(),
+        "settings": {"backend": backend, "frames": frames, "seed": seed, "artifacts": str(art),
+                     "reference": f"fp32 artifact on {REFERENCE_BACKEND}", "drift_inputs": len(feeds)},
+        "results": results, "extra": {"drift_keys": list(spec.drift_keys)},
+    }

@@ -1,0 +1,77 @@
+import json
+
+import numpy as np
+import pytest
+
+from toy_model import ensure_registered
+from xopt.errors import OutputExistsError, ParityError, UserError
+from xopt.export.pipeline import export_model
+from xopt.manifest import load
+
+
+@pytest.fixture(scope="module", autouse=True)
+def toy():
+    return ensure_registered()
+
+
+def test_export_writes_variants_and_manifest(tmp_path):
+    m = export_model("toy", ["fp16", "int8"], out_dir=tmp_path)
+    names = [v["name"] for v in m.variants]
+    assert names == ["fp32", "fp16", "int8"]
+    data = json.loads((tmp_path / "manifest.json").read_text())
+    assert data["schema_version"] == 1 and data["weights"] == {"kind": "seeded-random", "seed": 0}
+    for v in data["variants"]:
+        assert (tmp_path / v["path"]).exists()
+        assert v["parity"]["passed"] and v["opset"] == 17
+        assert set(v["parity"]) >= {"max_abs", "max_rel", "passed"}
+        assert v["inputs"][0]["name"] == "input" and v["inputs"][0]["shape"][0] == "batch"
+    assert "torch" in data["versions"] and "onnx" in data["versions"]
+    assert not list(tmp_path.glob(".xopt-tmp-*")), "temporary directory left behind"
+
+
+def test_second_export_refuses_without_force(tmp_path):
+    export_model("toy", ["fp32"], out_dir=tmp_path)
+    before = (tmp_path / "toy_fp32.onnx").read_bytes()
+    with pytest.raises(OutputExistsError):
+        export_model("toy", ["fp32"], out_dir=tmp_path)
+    assert (tmp_path / "toy_fp32.onnx").read_bytes() == before
+    export_model("toy", ["fp32"], out_dir=tmp_path, force=True)
+
+
+def test_adding_a_variant_keeps_the_baseline(tmp_path):
+    export_model("toy", ["fp32"], out_dir=tmp_path)
+    sha = load(tmp_path).variant("fp32")["sha256"]
+    m = export_model("toy", ["fp16"], out_dir=tmp_path)
+    assert m.variant("fp32")["sha256"] == sha and m.has("fp16")
+
+
+def test_other_weights_into_same_dir_refused(tmp_path):
+    export_model("toy", ["fp32"], out_dir=tmp_path)
+    with pytest.raises(UserError, match="other weights"):
+        export_model("toy", ["fp16"], out_dir=tmp_path, seed=3)
+
+
+def test_parity_failure_lists_outputs_and_writes_nothing(tmp_path):
+    with pytest.raises(ParityError) as err:
+        export_model("toy", ["strict16"], out_dir=tmp_path)
+    msg = str(err.value)
+    assert "output: max_abs=" in msg and "max_rel=" in msg and "\n" not in msg
+    assert err.value.diffs["output"]["max_abs"] > 1e-9
+    assert not (tmp_path / "toy_strict16.onnx").exists()
+    assert not (tmp_path / "manifest.json").exists(), "manifest must be written only after every artifact passed"
+
+
+def test_checkpoint_provenance(tmp_path):
+    import torch
+
+    built = ensure_registered().build(seed=5)
+    ckpt = tmp_path / "toy.pt"
+    torch.save(built.module.state_dict(), ckpt)
+    m = export_model("toy", ["fp32"], out_dir=tmp_path / "out", checkpoint=str(ckpt))
+    assert m.weights["kind"] == "checkpoint" and len(m.weights["sha256"]) == 64
+
+
+def test_tolerance_override(tmp_path):
+    m = export_model("toy", ["strict16"], out_dir=tmp_path, tolerances={"strict16": {"max_abs": 1.0}})
+    assert m.variant("strict16")["parity"]["tolerance"] == {"max_abs": 1.0}
+    assert np.isfinite(m.variant("strict16")["parity"]["max_abs"])
