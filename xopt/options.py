@@ -48,7 +48,7 @@ class Option:
         return out
 
     def add_to(self, parser: argparse.ArgumentParser, prefix: str) -> None:
-        help_text = f"{self.description} (default: {self.default!r})"
+        help_text = f"{self.description} (default: {self.default!r})".replace("%", "%%")
         if self.type == "bool":
             parser.add_argument(self.flag(prefix), dest=self.dest(prefix), action=argparse.BooleanOptionalAction,
                                 default=None, help=help_text)
