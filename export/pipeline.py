@@ -5,6 +5,7 @@ renamed into place only after its parity check passed; the manifest is written l
 """
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import tempfile
@@ -174,12 +175,9 @@ def export_model(name: str, variants: Sequence[str] = ("fp32",), out_dir: str | 
     with dir_lock(out_dir):
         want_weights = _weights_key(checkpoint, seed, source)
         manifest = _existing(out_dir, spec, want_weights, cfg, force)
-        todo = [v for v in wanted if force or manifest is None or not manifest.has(v.name)]
+        todo = _todo(manifest, wanted, out_dir, pass_options or {}, force)
         if not todo:
-            raise OutputExistsError(out_dir / artifact_name(name, wanted[-1].name))
-        for v in wanted:
-            if v not in todo and v.name != "fp32":
-                progress.info(f"{name} {v.name}: already in {out_dir}, kept (--force rebuilds it)")
+            return manifest
         for v in todo:
             target = out_dir / artifact_name(name, v.name)
             if target.exists() and not force:
@@ -213,9 +211,41 @@ def export_model(name: str, variants: Sequence[str] = ("fp32",), out_dir: str | 
             manifest.machine = {k: v for k, v in describe().items() if k != "versions"}
             manifest.directory = out_dir
             manifest.save(out_dir)
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise UserError(f"the disk filled up while exporting into {out_dir}",
+                                "free some space (or choose another --out) and run the export again") from exc
+            raise
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
     return manifest
+
+
+def _recipe(variant: Variant, pass_options: Mapping[str, Mapping]) -> list[tuple[str, dict]]:
+    return [(name, get_pass(name).options.resolve({**opts, **pass_options.get(name, {})}))
+            for name, opts in variant.passes]
+
+
+def _todo(manifest: Manifest | None, wanted: list[Variant], out_dir: Path, pass_options, force: bool) -> list[Variant]:
+    """Variants to build. One already in the manifest with the same recipe is up to date and kept;
+    one with another recipe, or a foreign file in the way, needs --force."""
+    if force or manifest is None:
+        return list(wanted)
+    todo = []
+    for v in wanted:
+        if not manifest.has(v.name):
+            target = out_dir / artifact_name(manifest.model, v.name)
+            if target.exists():
+                raise OutputExistsError(target)
+            todo.append(v)
+            continue
+        built_with = [(p["name"], p["options"]) for p in manifest.variant(v.name).get("passes", [])]
+        if built_with != _recipe(v, pass_options):
+            raise UserError(f"{out_dir / artifact_name(manifest.model, v.name)} exists and was built with other "
+                            "pass options", "pass --force to rebuild it or choose another --out")
+        if v.name != "fp32":
+            progress.info(f"{manifest.model} {v.name}: up to date in {out_dir}, kept")
+    return todo
 
 
 def _weights_key(checkpoint, seed, source) -> dict | None:

@@ -68,7 +68,9 @@ class Int8StaticPass(Pass):
         Option("scope", "str", "all", "quantize only this named scope of the spec (e.g. backbone)"),
         Option("op_types", "list", [], "op types to quantize (empty: ONNX Runtime's default set)"),
         Option("nodes_to_exclude", "list", [], "node names kept in FP32"),
-        Option("quantize_bias", "bool", True, "quantize bias to INT32 (TensorRT-RTX needs false)"),
+        Option("quantize_bias", "bool", True, "quantize bias to INT32 (TensorRT and TensorRT-RTX need false)"),
+        Option("symmetric", "bool", False, "symmetric activations and weights, zero point 0 (TensorRT needs true "
+               "with activation_type int8)"),
         Option("preprocess", "bool", True, "run ONNX Runtime's quantization pre-processing first"),
     ])
 
@@ -90,7 +92,8 @@ class Int8StaticPass(Pass):
                 calibrate_method=getattr(CalibrationMethod, _METHODS[opts["calibrate_method"]]),
                 op_types_to_quantize=opts["op_types"] or None, nodes_to_quantize=nodes,
                 nodes_to_exclude=opts["nodes_to_exclude"] or None,
-                extra_options={"QuantizeBias": opts["quantize_bias"]},
+                extra_options={"QuantizeBias": opts["quantize_bias"], "ActivationSymmetric": opts["symmetric"],
+                               "WeightSymmetric": opts["symmetric"] or opts["weight_type"] == "int8"},
             )
         return {"calibration_samples": reader.count, "quantized_nodes": _count_qdq(dst)}
 

@@ -19,6 +19,12 @@ from xopt.errors import OutputExistsError, UserError
 LOCK_NAME = ".xopt.lock"
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _fsync_dir(path: Path) -> None:
     with contextlib.suppress(OSError):
         fd = os.open(path, os.O_RDONLY)
@@ -49,6 +55,7 @@ def atomic_path(dest: str | os.PathLike, force: bool = False) -> Iterator[Path]:
         raise UserError(f"{dest} is a directory", "pass a file path")
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".partial", dir=dest.parent)
+    os.fchmod(fd, 0o666 & ~_umask())
     os.close(fd)
     tmp_path = Path(tmp)
     try:

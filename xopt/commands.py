@@ -99,6 +99,12 @@ def cmd_export(args) -> int:
     spec = get_model(args.model)
     profile = get_profile(args.profile)
     variants = ["fp32"] + (["fp16"] if args.fp16 else []) + (["int8"] if args.int8 else []) + list(args.variant)
+    engine_for = []
+    if args.engine:
+        from xopt.export.engines import engine_variants
+
+        engine_for = engine_variants(spec, args.fp16, args.int8)
+        variants += [v for v in engine_for if v not in variants]
     for v in variants:
         spec.variant(v)
     overrides = {}
@@ -116,12 +122,14 @@ def cmd_export(args) -> int:
                             pass_options=_pass_options(args), seed=args.seed,
                             tolerances=_tolerances(args.tolerance), source=source)
     if args.engine:
-        from xopt.optimize.engine import build_engines
+        from xopt.export.engines import add_engines
 
-        manifest = build_engines(manifest, [v for v in variants], args.engine, profile, force=args.force)
+        add_engines(spec, manifest, engine_for, args.engine, profile, force=args.force,
+                    options=_pass_options(args).get("engine"))
     rows = [[v["name"], v["precision"], v["path"], f"{v['size_bytes'] / 2**20:.1f}",
              f"{v['parity']['max_abs']:.3g}", "pass" if v["parity"]["passed"] else "FAIL",
-             ", ".join(e.get("path", "") for e in v.get("engines", []))] for v in manifest.variants]
+             ", ".join(f"{e['path']}{' (cache hit)' if e.get('cache_hit') else ''}" for e in v.get("engines", []))]
+            for v in manifest.variants]
     _console().print(_table(f"{spec.name} → {manifest.directory} (weights: {manifest.weights.get('kind')})",
                             ["variant", "precision", "file", "MB", "parity max abs", "parity", "engines"], rows))
     return 0

@@ -17,6 +17,7 @@ class Option:
     default: Any
     description: str
     choices: Sequence[str] | None = None
+    cli: bool = True  # False: set by a dedicated CLI flag instead (e.g. --engine picks the engine backend)
 
     def flag(self, prefix: str) -> str:
         return f"--{prefix}-{self.name.replace('_', '-')}"
@@ -48,6 +49,8 @@ class Option:
         return out
 
     def add_to(self, parser: argparse.ArgumentParser, prefix: str) -> None:
+        if not self.cli:
+            return
         help_text = f"{self.description} (default: {self.default!r})".replace("%", "%%")
         if self.type == "bool":
             parser.add_argument(self.flag(prefix), dest=self.dest(prefix), action=argparse.BooleanOptionalAction,
@@ -70,4 +73,5 @@ class OptionSet:
         return {o.name: o.parse(given.get(o.name)) for o in self.options}
 
     def from_namespace(self, ns: argparse.Namespace, prefix: str) -> dict[str, Any]:
-        return {o.name: getattr(ns, o.dest(prefix)) for o in self.options if getattr(ns, o.dest(prefix), None) is not None}
+        return {o.name: getattr(ns, o.dest(prefix)) for o in self.options
+                if o.cli and getattr(ns, o.dest(prefix), None) is not None}

@@ -101,9 +101,10 @@ def _load(loader, path, what):
         raise UserError(f"cannot read Polygraphy {what} from {path} ({exc})", "pass a file Polygraphy wrote") from exc
 
 
-def make_runner(artifact, backend: str | None = None, name: str | None = None):
+def make_runner(artifact, backend: str | None = None, name: str | None = None, example: Mapping | None = None):
     """A Polygraphy runner for an artifact: ONNX -> Polygraphy's ONNX Runtime (CPU) runner unless a
-    backend is named; anything else -> the xopt backend (default by artifact: .engine -> trt)."""
+    backend is named; anything else -> the xopt backend (default by artifact: .engine -> trt), whose
+    input metadata (dtype, rank; every axis dynamic) is taken from `example`, a feed."""
     _polygraphy()
     path = Path(artifact)
     if not path.exists():
@@ -113,7 +114,10 @@ def make_runner(artifact, backend: str | None = None, name: str | None = None):
         from polygraphy.backend.onnxrt import OnnxrtRunner, SessionFromOnnx
 
         return OnnxrtRunner(SessionFromOnnx(str(path), providers=["CPUExecutionProvider"]), name=name)
-    return _session_runner_class()(path, backend or ("trt" if path.suffix == ".engine" else "ort-cpu"), name)
+    if example is None:
+        raise UserError(f"running {path.name} through an xopt backend in Polygraphy needs an example feed",
+                        "pass example= (one of the feeds)")
+    return _session_runner_class()(path, backend or ("trt" if path.suffix == ".engine" else "ort-cpu"), name, example)
 
 
 def _session_runner_class():
@@ -122,11 +126,12 @@ def _session_runner_class():
     from polygraphy.datatype import DataType
 
     class XoptSessionRunner(BaseRunner):
-        """An xopt backend session as a Polygraphy runner (metadata: names only, shapes dynamic)."""
+        """An xopt backend session as a Polygraphy runner."""
 
-        def __init__(self, path, backend, name):
+        def __init__(self, path, backend, name, example):
             super().__init__(name=name, prefix="xopt-runner")
             self.path, self.backend = path, backend
+            self.example = {k: (np.asarray(v).dtype, np.ndim(v)) for k, v in example.items()}
             self.session = None
 
         def activate_impl(self):
@@ -137,7 +142,8 @@ def _session_runner_class():
         def get_input_metadata_impl(self):
             meta = TensorMetadata()
             for n in self.session.input_names:
-                meta.add(n, dtype=DataType.FLOAT32, shape=None)
+                dtype, rank = self.example.get(n, (np.dtype(np.float32), 0))
+                meta.add(n, dtype=DataType.from_dtype(dtype), shape=[-1] * rank)
             return meta
 
         def infer_impl(self, feed_dict):
@@ -196,7 +202,9 @@ def compare_artifacts(a, b, feeds: Sequence[Mapping[str, np.ndarray]], atol: flo
                       save_dir=None, force: bool = False) -> dict:
     """Run two artifacts on the same feeds and compare them; optionally save inputs.json and
     <runner>.outputs.json files `polygraphy run --load-inputs/--load-outputs` accepts."""
-    ra, rb = make_runner(a, backend_a), make_runner(b, backend_b)
+    if not feeds:
+        raise UserError("no feeds to compare the artifacts on", "pass at least one input feed")
+    ra, rb = make_runner(a, backend_a, example=feeds[0]), make_runner(b, backend_b, example=feeds[0])
     if ra.name == rb.name:
         rb.name = f"{rb.name}#2"
     results = run([ra, rb], feeds)

@@ -29,13 +29,25 @@ def test_export_writes_variants_and_manifest(tmp_path):
     assert not list(tmp_path.glob(".xopt-tmp-*")), "temporary directory left behind"
 
 
-def test_second_export_refuses_without_force(tmp_path):
+def test_second_identical_export_is_up_to_date(tmp_path):
     export_model("toy", ["fp32"], out_dir=tmp_path)
-    before = (tmp_path / "toy_fp32.onnx").read_bytes()
+    stat = (tmp_path / "toy_fp32.onnx").stat()
+    export_model("toy", ["fp32"], out_dir=tmp_path)
+    assert (tmp_path / "toy_fp32.onnx").stat().st_mtime_ns == stat.st_mtime_ns, "nothing rewritten"
+
+
+def test_other_options_or_foreign_files_need_force(tmp_path):
+    export_model("toy", ["fp32", "int8"], out_dir=tmp_path)
+    before = (tmp_path / "toy_int8.onnx").read_bytes()
+    with pytest.raises(UserError, match="other pass options"):
+        export_model("toy", ["int8"], out_dir=tmp_path, pass_options={"int8": {"calib_samples": 2}})
+    assert (tmp_path / "toy_int8.onnx").read_bytes() == before
+    (tmp_path / "toy_fp16.onnx").write_bytes(b"user file")
     with pytest.raises(OutputExistsError):
-        export_model("toy", ["fp32"], out_dir=tmp_path)
-    assert (tmp_path / "toy_fp32.onnx").read_bytes() == before
-    export_model("toy", ["fp32"], out_dir=tmp_path, force=True)
+        export_model("toy", ["fp16"], out_dir=tmp_path)
+    assert (tmp_path / "toy_fp16.onnx").read_bytes() == b"user file"
+    export_model("toy", ["fp16"], out_dir=tmp_path, force=True)
+    assert (tmp_path / "toy_fp16.onnx").read_bytes() != b"user file"
 
 
 def test_adding_a_variant_keeps_the_baseline(tmp_path):
