@@ -74,6 +74,7 @@ def passed(diffs: Mapping[str, dict], tolerance: Mapping[str, float]) -> bool:
     return True
 
 
-def check(artifact: str, diffs: Mapping[str, dict], tolerance: Mapping[str, float]) -> None:
+def check(artifact: str, diffs: Mapping[str, dict], tolerance: Mapping[str, float],
+          reference: str = "PyTorch FP32") -> None:
     if not passed(diffs, tolerance):
-        raise ParityError(artifact, dict(diffs), dict(tolerance))
+        raise ParityError(artifact, dict(diffs), dict(tolerance), reference)

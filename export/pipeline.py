@@ -23,7 +23,7 @@ from xopt.manifest import MANIFEST_NAME, Manifest
 from xopt.manifest import load as load_manifest
 from xopt.optimize.base import PassContext, get_pass
 from xopt.registry import get_model
-from xopt.spec import Built, ModelSpec, Variant
+from xopt.spec import Built, ModelSpec, Variant, Weights
 
 
 @dataclass
@@ -53,11 +53,11 @@ def _ort_outputs(path: Path, feeds: list[dict], ort_options: Mapping[str, Any]) 
 
 
 def gate(artifact: Path, label: str, feeds: list[dict], refs: list[dict], tolerance: Mapping[str, float],
-         ort_options: Mapping[str, Any]) -> dict:
+         ort_options: Mapping[str, Any], reference: str = "PyTorch FP32") -> dict:
     """Run `artifact` on `feeds`, compare with `refs`, raise ParityError past `tolerance`."""
     outs = _ort_outputs(artifact, feeds, ort_options)
     diffs = parity.worst([parity.compare(r, o) for r, o in zip(refs, outs)])
-    parity.check(label, diffs, tolerance)
+    parity.check(label, diffs, tolerance, reference)
     worst_abs = max(d["max_abs"] for d in diffs.values())
     worst_rel = max(d["max_rel"] for d in diffs.values())
     return {"max_abs": worst_abs, "max_rel": worst_rel, "passed": True, "tolerance": dict(tolerance),
@@ -109,6 +109,9 @@ class _Exporter:
 
     def make_variant(self, variant: Variant, fp32_path: Path | None) -> tuple[Path, dict]:
         spec = self.spec
+        if variant.export_config is not None and self.source is not None:
+            raise UserError(f"variant {variant.name} re-exports the model with its own settings, which a converted "
+                            "model cannot do", "pick another variant")
         if variant.export_config is not None:
             cfg = {**self.config, **variant.export_config}
             built = spec.build(checkpoint=self.built.weights.path, config=cfg, seed=self.built.weights.seed or 0)
@@ -123,7 +126,8 @@ class _Exporter:
             shutil.copyfile(base, staged)
         tol = dict(self.tolerances.get(variant.name) or variant.tolerance.as_dict())
         with progress.step(f"{spec.name} {variant.name}: parity vs FP32 {'reference' if self.source else 'PyTorch'}"):
-            result = gate(staged, f"{spec.name} {variant.name}", self.feeds, self.refs, tol, variant.ort_options)
+            result = gate(staged, f"{spec.name} {variant.name}", self.feeds, self.refs, tol, variant.ort_options,
+                          f"the {self.source.weights.get('kind')} model" if self.source else "PyTorch FP32")
         inputs, outputs = io_signature(staged)
         entry = {
             "name": variant.name, "precision": variant.precision, "path": artifact_name(spec.name, variant.name),
@@ -184,9 +188,13 @@ def export_model(name: str, variants: Sequence[str] = ("fp32",), out_dir: str | 
                 raise OutputExistsError(target)
         workdir = Path(tempfile.mkdtemp(prefix=".xopt-tmp-", dir=out_dir))
         try:
-            with progress.step(f"{name}: build PyTorch model ({cfg['preset']}, "
-                               f"{'checkpoint' if checkpoint else 'seeded-random'})"):
-                built = spec.build(checkpoint=checkpoint, config=cfg, seed=seed)
+            if source is not None:
+                # The graph and its reference come from the source; spec callables get no module.
+                built = Built(None, Weights(**{k: source.weights.get(k) for k in ("kind", "path", "sha256")}), cfg)
+            else:
+                with progress.step(f"{name}: build PyTorch model ({cfg['preset']}, "
+                                   f"{'checkpoint' if checkpoint else 'seeded-random'})"):
+                    built = spec.build(checkpoint=checkpoint, config=cfg, seed=seed)
             if built.weights.kind == "checkpoint":
                 built.weights.path = str(Path(checkpoint).resolve())
                 built.weights.sha256 = built.weights.sha256 or sha256_file(checkpoint)

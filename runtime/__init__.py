@@ -52,7 +52,29 @@ def load(path_or_manifest, backend: str = "ort-cpu", variant: str | None = None,
         options = {**entry.get("ort_options", {}), **options}
     if not path.exists():
         raise UserError(f"artifact {path} is missing", "re-run xopt export with --force")
-    return b.session(path, **options)
+    if path.is_dir():
+        raise UserError(f"{path} is a directory, not a model file", "pass the .onnx/.engine file or its export directory")
+    if entry is not None and b.artifact == "onnx":
+        _verify(path, entry)
+    session = b.session(path, **options)
+    if entry is not None:
+        expected = [i["name"] for i in entry.get("inputs", [])]
+        if expected and session.input_names != expected:
+            session.close()
+            raise UserError(f"{path} takes inputs {session.input_names}, the manifest says {expected}",
+                            "re-export it with xopt export --force")
+    return session
+
+
+def _verify(path: Path, entry: dict) -> None:
+    """An artifact replaced or truncated after export would otherwise fail deep inside a backend."""
+    from xopt.hashing import sha256_file
+
+    if path.stat().st_size == 0:
+        raise UserError(f"{path} is empty", "re-run xopt export with --force")
+    if entry.get("sha256") and sha256_file(path) != entry["sha256"]:
+        raise UserError(f"{path} changed since it was exported (sha256 differs from the manifest)",
+                        "re-run xopt export with --force to rebuild it")
 
 
 def load_pipeline(path_or_manifest, backend: str = "ort-cpu", variant: str | None = None, **options):

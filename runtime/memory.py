@@ -49,6 +49,21 @@ def host_peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+_OOM_TEXT = ("out of memory", "failed to allocate", "bad_alloc", "cannot allocate memory", "std::bad_alloc",
+             "cudaerrormemoryallocation", "cuda_error_out_of_memory")
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """True for allocation failures from Python, torch (CPU/CUDA), ONNX Runtime or TensorRT."""
+    from xopt.errors import BudgetError
+
+    if isinstance(exc, (MemoryError, BudgetError)) or type(exc).__name__ == "OutOfMemoryError":
+        return True
+    from_runtime = isinstance(exc, (RuntimeError, OSError)) or type(exc).__module__.startswith("onnxruntime")
+    text = str(exc).lower()
+    return from_runtime and any(t in text for t in _OOM_TEXT)
+
+
 class _NvmlSampler(threading.Thread):
     def __init__(self, index: int, interval: float):
         super().__init__(daemon=True)

@@ -14,7 +14,7 @@ from xopt import progress
 from xopt.errors import UserError
 from xopt.export.parity import compare, worst
 from xopt.runtime import load
-from xopt.runtime.memory import MemoryMonitor
+from xopt.runtime.memory import MemoryMonitor, is_out_of_memory
 from xopt.runtime.stats import latency_summary, mean_terms
 
 REFERENCE_BACKEND = "ort-cpu"
@@ -84,6 +84,41 @@ def _e2e(spec, session, manifest, targets, frames: int, seed: int) -> list[float
         pipe(raws[i % len(raws)])
         times.append((time.perf_counter() - t0) * 1e3)
     return times
+
+
+def _fits(spec, manifest, variant, backend, targets, seed) -> bool:
+    try:
+        with load(manifest, backend=backend, variant=variant) as session:
+            for feed in spec.profile_inputs(targets, 1, seed):
+                session.run(feed)
+        return True
+    except Exception as exc:  # same rule as the caller: only allocation failures mean "does not fit"
+        if is_out_of_memory(exc):
+            return False
+        raise
+
+
+def _shape_text(targets) -> str:
+    return ", ".join(f"{k}={v}" for k, v in targets.items() if isinstance(v, (int, float)) and not isinstance(v, bool))
+
+
+def _does_not_fit(spec, manifest, variant, backend, profile, seed, exc) -> dict:
+    """A variant that ran out of memory: say so, and find the largest smaller input that runs."""
+    targets = profile.model_targets(spec.name)
+    smaller, fits_at = targets, None
+    while spec.shrink is not None and fits_at is None:
+        smaller = spec.shrink(smaller)
+        if smaller is None:
+            break
+        if _fits(spec, manifest, variant, backend, smaller, seed):
+            fits_at = smaller
+    hint = (f"fits at {_shape_text(fits_at)}" if fits_at else "no smaller input fits either")
+    error = f"does not fit the budget at {_shape_text(targets)} ({type(exc).__name__}); {hint}"
+    return {"variant": variant, "precision": manifest.variant(variant)["precision"], "backend": backend,
+            "artifact": manifest.variant(variant)["path"], "error": error, "fits_at": fits_at,
+            "drift": {}, "drift_ok": False, "latency_ms": {}, "memory": {"kind": "out-of-memory", "peak_mb": None},
+            "budget": {"passed": False, "checks": [{"name": "fits in memory", "passed": False, "value": error,
+                                                    "limit": profile.budget_mb, "unit": "MB"}]}}
 
 
 def profile_variant(spec, manifest, variant: str, backend: str, feeds, refs, floor, profile, frames: int,
@@ -159,21 +194,33 @@ def profile_model(name: str, variants: Sequence[str], artifacts: str | Path | No
     if backend == "torch" and any(v != "fp32" for v in variants):
         raise UserError("the torch backend runs the FP32 PyTorch model only", "use --variants fp32 with --backend torch")
 
-    feeds = spec.profile_inputs(profile.model_targets(name), max(1, min(frames, 8)), seed)
-    with progress.step(f"{name}: FP32 baseline and noise floor ({REFERENCE_BACKEND})"):
-        with load(manifest, backend=REFERENCE_BACKEND, variant="fp32") as baseline:
-            refs = _outputs(baseline, feeds)
-            floor = noise_floor(spec, baseline, feeds, refs, seed)
     results = []
-    for v in variants:
+    try:
+        with progress.step(f"{name}: FP32 baseline and noise floor ({REFERENCE_BACKEND})"):
+            feeds = spec.profile_inputs(profile.model_targets(name), max(1, min(frames, 8)), seed)
+            with load(manifest, backend=REFERENCE_BACKEND, variant="fp32") as baseline:
+                refs = _outputs(baseline, feeds)
+                floor = noise_floor(spec, baseline, feeds, refs, seed)
+    except Exception as exc:  # the baseline itself does not fit: every variant is reported as such
+        if not is_out_of_memory(exc):
+            raise
+        feeds = None
+        results = [_does_not_fit(spec, manifest, v, backend, profile, seed, exc) for v in variants]
+    for v in variants if feeds is not None else ():
         with progress.step(f"{name} {v}: {frames} frames on {backend}"):
-            results.append(profile_variant(spec, manifest, v, backend, feeds, refs, floor, profile, frames, seed, e2e))
+            try:
+                results.append(profile_variant(spec, manifest, v, backend, feeds, refs, floor, profile, frames,
+                                               seed, e2e))
+            except Exception as exc:  # only allocation failures are a result; anything else is re-raised
+                if not is_out_of_memory(exc):
+                    raise
+                results.append(_does_not_fit(spec, manifest, v, backend, profile, seed, exc))
     return {
         "schema_version": SCHEMA_VERSION, "kind": "profile", "model": name, "weights": manifest.weights,
         "config": manifest.config, "covers": manifest.covers,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "command": command or f"xopt profile {name} --variants {','.join(variants)}",
         "machine": describe(), "profile": profile.to_json(),
         "settings": {"backend": backend, "frames": frames, "seed": seed, "artifacts": str(art),
-                     "reference": f"fp32 artifact on {REFERENCE_BACKEND}", "drift_inputs": len(feeds)},
+                     "reference": f"fp32 artifact on {REFERENCE_BACKEND}", "drift_inputs": len(feeds or ())},
         "results": results, "extra": {"drift_keys": list(spec.drift_keys)},
     }

@@ -46,7 +46,9 @@ TOY = ModelSpec(
     },
     calibration_inputs=lambda built, n: [_feed(16, 16, seed=10 + i) for i in range(n)],
     drift=_drift, perturb=lambda feed, rng: {"input": feed["input"] + rng.choice([-1, 1], feed["input"].shape).astype(np.float32) / 127.5},
-    profile_inputs=lambda targets, n, seed: [_feed(32, 32, seed=seed + i) for i in range(n)],
+    profile_inputs=lambda targets, n, seed: [_feed(targets.get("height", 32), targets.get("width", 32), seed=seed + i)
+                                             for i in range(n)],
+    shrink=lambda t: None if t.get("height", 32) <= 64 else {**t, "height": t["height"] // 2, "width": t["width"] // 2},
     configs={"default": {"width": 8}, "wide": {"width": 16}}, drift_keys=("mae", "iou"),
 )
 

@@ -50,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--engine", choices=("trt", "trt-rtx"), default=None,
                    help="also build a TensorRT engine for each requested precision")
     p.add_argument("--from-tf", default=None, metavar="PATH", help="convert a TensorFlow SavedModel/.keras instead")
+    p.add_argument("--tf-layout", default="auto", choices=("auto", "NHWC", "NCHW"),
+                   help="layout of the TensorFlow model's image input (auto: from its signature)")
     p.add_argument("--chunk", default=None, help="chunking for models that have it: auto or a size")
     p.add_argument("--tolerance", action="append", default=[], metavar="VARIANT:KEY=VALUE",
                    help="override a parity bound, e.g. int8:mean_abs=0.05")

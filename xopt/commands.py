@@ -114,9 +114,11 @@ def cmd_export(args) -> int:
         overrides.update(spec.chunk_options(args.chunk, profile, args.config))
     source = None
     if args.from_tf:
+        if args.checkpoint:
+            raise UserError("--from-tf and --checkpoint both name the weights", "pass only one of them")
         from xopt.export.tf import tf_source
 
-        source = tf_source(args.from_tf, spec, seed=args.seed)
+        source = tf_source(args.from_tf, spec, layout=args.tf_layout)
     manifest = export_model(spec.name, variants, out_dir=args.out, checkpoint=args.checkpoint, config=args.config,
                             config_overrides=overrides or None, profile=profile, force=args.force,
                             pass_options=_pass_options(args), seed=args.seed,

@@ -52,7 +52,7 @@ class ParityError(UserError):
     keeping more layers in FP32); the per-output numbers are in `diffs`.
     """
 
-    def __init__(self, artifact: str, diffs: dict, tolerance: dict):
+    def __init__(self, artifact: str, diffs: dict, tolerance: dict, reference: str = "PyTorch FP32"):
         self.artifact = artifact
         self.diffs = diffs
         self.tolerance = tolerance
@@ -63,7 +63,7 @@ class ParityError(UserError):
         ]
         tol = ", ".join(f"{k}<={v:g}" for k, v in tolerance.items())
         super().__init__(
-            f"{artifact} failed the parity check against PyTorch FP32 ({'; '.join(parts)}; tolerance {tol})",
+            f"{artifact} failed the parity check against {reference} ({'; '.join(parts)}; tolerance {tol})",
             "keep more layers in FP32, pick another variant, or loosen the tolerance with --tolerance",
         )
 

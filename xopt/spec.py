@@ -99,6 +99,9 @@ class ModelSpec:
     fit: Callable[..., dict] | None = None
     # chunk_options(value, profile, config_name) -> config overrides for `xopt export --chunk`
     chunk_options: Callable[..., dict] | None = None
+    # shrink(model targets) -> smaller targets (half the resolution, a shorter segment, fewer residues) or
+    # None at the floor; the profiler uses it to say what does fit when a run runs out of memory
+    shrink: Callable[[Mapping[str, Any]], dict | None] | None = None
     # engine_shapes(model targets of the device profile) -> {input: (min, opt, max)} for TensorRT profiles
     engine_shapes: Callable[[Mapping[str, Any]], dict] | None = None
     # bench targets: {"vs_torch": {variant: min speed-up}, "vs_fp32": {variant: min}, "drift_key", "drift_vs_noise"}
