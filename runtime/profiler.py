@@ -185,10 +185,13 @@ def profile_model(name: str, variants: Sequence[str], artifacts: str | Path | No
     from xopt.registry import get_model
     from xopt.report_schema import SCHEMA_VERSION
 
+    from xopt.runtime.backends.base import get_backend
+
     spec = get_model(name)
     profile = get_profile(profile_name)
     for v in variants:
         spec.variant(v)
+    get_backend(backend)
     manifest = ensure_variants(name, variants, artifacts, profile)
     art = manifest.directory
     if backend == "torch" and any(v != "fp32" for v in variants):
@@ -197,7 +200,9 @@ def profile_model(name: str, variants: Sequence[str], artifacts: str | Path | No
     results = []
     try:
         with progress.step(f"{name}: FP32 baseline and noise floor ({REFERENCE_BACKEND})"):
-            feeds = spec.profile_inputs(profile.model_targets(name), max(1, min(frames, 8)), seed)
+            # the export's config rides along: a graph with static shapes needs inputs of its own size
+            targets = {**profile.model_targets(name), "config": manifest.config}
+            feeds = spec.profile_inputs(targets, max(1, min(frames, 8)), seed)
             with load(manifest, backend=REFERENCE_BACKEND, variant="fp32") as baseline:
                 refs = _outputs(baseline, feeds)
                 floor = noise_floor(spec, baseline, feeds, refs, seed)

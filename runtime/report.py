@@ -118,17 +118,18 @@ def write_reports(report: dict, out_dir: str | Path, force: bool = False) -> dic
 
 def print_summary(report: dict, console=None) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     console = console or Console()
     head, rows = summary_rows(report)
     w = report["weights"]
-    table = Table(title=f"{report['model']} on {report['settings'].get('backend')} — weights: {w.get('kind')}"
-                  f" — profile {report['profile']['name']}")
+    table = Table(title=escape(f"{report['model']} on {report['settings'].get('backend')} — weights: {w.get('kind')}"
+                               f" — profile {report['profile']['name']}"))
     for h in head:
-        table.add_column(h, overflow="fold")
+        table.add_column(escape(h), overflow="fold")
     for row in rows:
-        table.add_row(*row)
+        table.add_row(*[escape(str(c)) for c in row])
     console.print(table)
 
 

@@ -10,7 +10,7 @@ import warnings
 from xopt import __version__
 from xopt.errors import UserError
 
-PASS_FLAG_PASSES = ("fp16", "int8", "int8-dynamic", "slim", "engine")
+PASS_FLAG_PASSES = ("fp16", "int8", "int8-dynamic", "int8-gated", "slim", "engine")
 
 
 def _add_pass_options(p: argparse.ArgumentParser) -> None:

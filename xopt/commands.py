@@ -19,13 +19,15 @@ def _command_line() -> str:
 
 
 def _table(title, head, rows):
+    from rich.markup import escape
     from rich.table import Table
 
-    t = Table(title=title)
+    # Cells hold user text such as 'pip install "xopt[cpu]"': never let rich read it as markup.
+    t = Table(title=escape(title))
     for h in head:
-        t.add_column(h, overflow="fold")
+        t.add_column(escape(h), overflow="fold")
     for r in rows:
-        t.add_row(*[str(c) for c in r])
+        t.add_row(*[escape(str(c)) for c in r])
     return t
 
 

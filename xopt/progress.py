@@ -31,13 +31,17 @@ def step(message: str) -> Iterator[dict]:
         return
     console = _console()
     if console.is_terminal:
-        with console.status(message):
+        from rich.markup import escape
+
+        with console.status(escape(message)):
             yield facts
     else:
         yield facts
     elapsed = time.perf_counter() - t0
     note = f" ({facts['note']})" if facts.get("note") else ""
-    console.print(f"[green]✓[/green] {message} [dim]{elapsed:.1f} s[/dim]{note}")
+    from rich.markup import escape
+
+    console.print(f"[green]✓[/green] {escape(message)} [dim]{elapsed:.1f} s[/dim]{escape(note)}")
 
 
 def track(items: Iterable[T], description: str, total: int | None = None) -> Iterable[T]:
@@ -50,4 +54,6 @@ def track(items: Iterable[T], description: str, total: int | None = None) -> Ite
 
 def info(message: str) -> None:
     if not _QUIET:
-        _console().print(message)
+        from rich.markup import escape
+
+        _console().print(escape(message))
