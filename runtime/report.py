@@ -11,17 +11,13 @@ from xopt.atomic import write_json, write_text
 from xopt.report_schema import validate
 
 
-def _fmt(v, digits=3) -> str:
+def _fmt(v, digits=4) -> str:
     if v is None:
         return "–"
     if isinstance(v, bool):
         return "yes" if v else "no"
     if isinstance(v, float):
-        if v != v:
-            return "nan"
-        if abs(v) >= 1000 or (abs(v) < 1e-3 and v != 0):
-            return f"{v:.{digits}g}"
-        return f"{v:.{digits}f}".rstrip("0").rstrip(".") if "." in f"{v:.{digits}f}" else f"{v}"
+        return f"{v:.{digits}g}"
     return str(v)
 
 
@@ -32,10 +28,13 @@ def drift_keys(report: dict) -> list[str]:
     return keys
 
 
-def summary_rows(report: dict) -> tuple[list[str], list[list[str]]]:
-    keys = drift_keys(report)
+def summary_rows(report: dict, compact: bool = False) -> tuple[list[str], list[list[str]]]:
+    """The summary table; `compact` (terminal) keeps the two leading drift terms only."""
+    keys = drift_keys(report)[:2] if compact else drift_keys(report)
     head = ["variant", "backend", *keys, "noise floor", "max abs", "p50 ms", "p99 ms", "fps", "first ms",
             "memory MB", "budget"]
+    if compact:
+        head[-2] = "host MB" if report["results"] and report["results"][0]["memory"]["kind"] == "host-rss" else "VRAM MB"
     rows = []
     for r in report["results"]:
         if r.get("error"):
@@ -49,7 +48,8 @@ def summary_rows(report: dict) -> tuple[list[str], list[list[str]]]:
                      f"{first}={_fmt(nf.get(first))}" if first else "–", _fmt(max_abs), _fmt(lat.get("p50")),
                      _fmt(lat.get("p99")), _fmt(r.get("fps_e2e") or r.get("fps")),
                      _fmt(r["warmup_ms"].get("first_inference")),
-                     f"{_fmt(r['memory']['peak_mb'], 4)} ({r['memory']['kind']})",
+                     f"{_fmt(r['memory']['peak_mb'])} ({r['memory']['kind']})" if not compact
+                     else _fmt(r["memory"]["peak_mb"]),
                      "pass" if r["budget"]["passed"] else "FAIL"])
     return head, rows
 
@@ -122,7 +122,7 @@ def print_summary(report: dict, console=None) -> None:
     from rich.table import Table
 
     console = console or Console()
-    head, rows = summary_rows(report)
+    head, rows = summary_rows(report, compact=True)
     w = report["weights"]
     table = Table(title=escape(f"{report['model']} on {report['settings'].get('backend')} — weights: {w.get('kind')}"
                                f" — profile {report['profile']['name']}"))
@@ -151,6 +151,6 @@ def comparison(reports: Sequence[dict], labels: Sequence[str]) -> tuple[list[str
             lat = r["latency_ms"]
             rows.append([label, rep["model"], r["variant"], r["backend"], rep["weights"].get("kind", "?"),
                          f"{keys[0]}={_fmt(d.get(keys[0]))}" if keys else "–", _fmt(max_abs), _fmt(lat.get("p50")),
-                         _fmt(lat.get("p99")), _fmt(r.get("fps_e2e") or r.get("fps")), _fmt(r["memory"]["peak_mb"], 4),
+                         _fmt(lat.get("p99")), _fmt(r.get("fps_e2e") or r.get("fps")), _fmt(r["memory"]["peak_mb"]),
                          "pass" if r["budget"]["passed"] else "FAIL", rep["machine"].get("cpu", "?")[:32]])
     return head, rows
