@@ -5,7 +5,6 @@ renamed into place only after its parity check passed; the manifest is written l
 """
 from __future__ import annotations
 
-import errno
 import os
 import shutil
 import tempfile
@@ -14,7 +13,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from xopt import progress
-from xopt.atomic import dir_lock
+from xopt.atomic import atomic_path, dir_lock, dumps, is_disk_full
 from xopt.errors import OutputExistsError, UserError
 from xopt.export import parity
 from xopt.export.onnx_export import io_signature, opset_of, to_onnx
@@ -35,6 +34,18 @@ class Source:
     reference: Callable[[dict], dict]
     weights: dict
     facts: dict = field(default_factory=dict)
+
+
+WORKDIR_PREFIX = ".xopt-tmp-"
+
+
+def _remove_debris(out_dir: Path) -> None:
+    """Work directories and manifest temporaries exist only while their export holds the
+    directory's lock; any found by the holder of that lock were left by a killed process."""
+    for p in out_dir.glob(WORKDIR_PREFIX + "*"):
+        shutil.rmtree(p, ignore_errors=True)
+    for p in out_dir.glob(f".{MANIFEST_NAME}.*.partial"):
+        p.unlink(missing_ok=True)
 
 
 def default_out_dir(model: str) -> Path:
@@ -176,7 +187,7 @@ def export_model(name: str, variants: Sequence[str] = ("fp32",), out_dir: str | 
     out_dir = Path(out_dir) if out_dir else default_out_dir(name)
     if out_dir.exists() and not out_dir.is_dir():
         raise UserError(f"{out_dir} is a file", "pass a directory to --out")
-    with dir_lock(out_dir):
+    with dir_lock(out_dir, tidy=True):
         want_weights = _weights_key(checkpoint, seed, source)
         manifest = _existing(out_dir, spec, want_weights, cfg, force)
         todo = _todo(manifest, wanted, out_dir, pass_options or {}, force)
@@ -186,7 +197,8 @@ def export_model(name: str, variants: Sequence[str] = ("fp32",), out_dir: str | 
             target = out_dir / artifact_name(name, v.name)
             if target.exists() and not force:
                 raise OutputExistsError(target)
-        workdir = Path(tempfile.mkdtemp(prefix=".xopt-tmp-", dir=out_dir))
+        _remove_debris(out_dir)
+        workdir = Path(tempfile.mkdtemp(prefix=WORKDIR_PREFIX, dir=out_dir))
         try:
             if source is not None:
                 # The graph and its reference come from the source; spec callables get no module.
@@ -212,21 +224,44 @@ def export_model(name: str, variants: Sequence[str] = ("fp32",), out_dir: str | 
                 if source:
                     entry["source"] = source.facts
                 staged.append((path, entry))
-            for path, entry in staged:
-                os.replace(path, out_dir / entry["path"])
+            for _, entry in staged:
                 manifest.upsert(entry)
             manifest.versions = versions()
             manifest.machine = {k: v for k, v in describe().items() if k != "versions"}
             manifest.directory = out_dir
-            manifest.save(out_dir)
+            _commit(out_dir, staged, manifest)
         except OSError as exc:
-            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise UserError(f"the disk filled up while exporting into {out_dir}",
+            if is_disk_full(exc):
+                raise UserError(f"the disk filled up while exporting into {out_dir} ({exc.strerror})",
                                 "free some space (or choose another --out) and run the export again") from exc
             raise
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
     return manifest
+
+
+def _commit(out_dir: Path, staged: list[tuple[Path, dict]], manifest: Manifest) -> None:
+    """Move the staged artifacts into place and the manifest last.
+
+    The manifest's bytes are written (and can fail for lack of space) before any artifact is
+    moved, and the moves are renames within one file system, so a failure leaves the old
+    state: artifacts that were new are taken back out, and no file sits in `out_dir` that the
+    manifest does not describe.
+    """
+    placed = []
+    try:
+        with atomic_path(out_dir / MANIFEST_NAME, force=True) as tmp:
+            tmp.write_text(dumps(manifest.to_json()), encoding="utf-8")
+            for path, entry in staged:
+                dest = out_dir / entry["path"]
+                existed = dest.exists()
+                os.replace(path, dest)
+                if not existed:
+                    placed.append(dest)
+    except BaseException:
+        for dest in placed:
+            dest.unlink(missing_ok=True)
+        raise
 
 
 def _recipe(variant: Variant, pass_options: Mapping[str, Mapping]) -> list[tuple[str, dict]]:

@@ -58,7 +58,9 @@ def load(path_or_manifest, backend: str = "ort-cpu", variant: str | None = None,
         _verify(path, entry)
     session = b.session(path, **options)
     if entry is not None:
-        expected = [i["name"] for i in entry.get("inputs", [])]
+        from xopt.manifest import tensor_names
+
+        expected = tensor_names(entry)
         if expected and session.input_names != expected:
             session.close()
             raise UserError(f"{path} takes inputs {session.input_names}, the manifest says {expected}",
@@ -79,10 +81,20 @@ def _verify(path: Path, entry: dict) -> None:
 
 def load_pipeline(path_or_manifest, backend: str = "ort-cpu", variant: str | None = None, **options):
     """The model's embeddable pipeline (pre/post-processing around a session)."""
+    from xopt.manifest import MANIFEST_NAME, Manifest
     from xopt.manifest import load as load_manifest
     from xopt.registry import get_model
 
-    manifest = load_manifest(path_or_manifest)
+    if isinstance(path_or_manifest, Manifest):
+        manifest = path_or_manifest
+    else:
+        path = Path(path_or_manifest)
+        if path.is_file() and path.name != MANIFEST_NAME and path.suffix != ".json":
+            # A bare .onnx/.engine says nothing of the pre/post-processing configuration.
+            raise UserError(f"{path} is a file, and a pipeline needs the export directory (an .onnx alone "
+                            "lacks its pre/post-processing settings)",
+                            "pass the directory xopt export wrote (it holds manifest.json)")
+        manifest = load_manifest(path)
     spec = get_model(manifest.model)
     if not spec.pipeline:
         raise UserError(f"model {spec.name} has no runtime pipeline", "use xopt.runtime.load for raw sessions")

@@ -27,7 +27,7 @@ def write(engine: str | Path, meta: dict, force: bool = False) -> Path:
 
 
 def rebuild_hint(meta: dict | None) -> str:
-    if meta and meta.get("rebuild"):
+    if meta and isinstance(meta.get("rebuild"), str) and meta["rebuild"]:
         return f"rebuild it with: {meta['rebuild']}"
     return "rebuild it with: xopt export MODEL --engine trt|trt-rtx --force"
 
@@ -45,14 +45,33 @@ def read(engine: str | Path) -> dict:
         meta = json.loads(side.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise UserError(f"engine metadata {side} is unreadable ({exc})", rebuild_hint(None)) from exc
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+    version = meta.get("schema_version", 0) if isinstance(meta, dict) else None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT or not isinstance(version, int) \
+            or isinstance(version, bool):
         raise UserError(f"{side} is not xopt engine metadata", rebuild_hint(None))
-    if meta.get("schema_version", 0) > SCHEMA_VERSION:
+    if version > SCHEMA_VERSION:
         raise UserError(f"{side} was written by a newer xopt", "upgrade xopt or rebuild the engine")
     missing = [k for k in REQUIRED if k not in meta]
     if missing:
         raise UserError(f"{side} lacks {', '.join(missing)}", rebuild_hint(meta))
+    malformed = [k for k, ok in _FIELD_CHECKS.items() if not ok(meta[k])]
+    if malformed:  # hand-edited: the checks below would fail on it with a TypeError
+        raise UserError(f"{side} has malformed {', '.join(malformed)}", rebuild_hint(meta))
     return meta
+
+
+def _is_shapes(v) -> bool:
+    return isinstance(v, dict) and all(
+        isinstance(p, dict) and all(isinstance(p.get(k), list) and all(isinstance(d, int) for d in p[k])
+                                    for k in ("min", "max")) for p in v.values())
+
+
+_FIELD_CHECKS = {
+    "flavour": lambda v: isinstance(v, str), "precision": lambda v: isinstance(v, str),
+    "trt_version": lambda v: isinstance(v, (str, int, float)) and not isinstance(v, bool),
+    "compute_capabilities": lambda v: isinstance(v, list) and bool(v), "shapes": _is_shapes,
+    "engine_sha256": lambda v: isinstance(v, str),
+}
 
 
 def mismatches(meta: dict, installed_version: str | None, gpu_cc: str | None) -> list[str]:

@@ -141,6 +141,12 @@ def profile_variant(spec, manifest, variant: str, backend: str, feeds, refs, flo
     result["noise_floor"] = floor
     tensor_ok = all(d["finite"] for d in result["drift"]["tensor"].values())
     result["drift_ok"] = tensor_ok and bool(result["drift"].get("passed", True))
+    if not tensor_ok:
+        # Model drift terms can look harmless on NaN (a thresholded IoU, a NaN-skipping mean):
+        # the variant is reported as failed, with what broke, never as a small drift number.
+        bad = [name for name, d in result["drift"]["tensor"].items() if not d["finite"]]
+        result["error"] = (f"drift check failed: NaN/Inf in {', '.join(bad)} on the drift inputs (FP16 overflow?); "
+                           "keep the overflowing layers in FP32 or use another variant")
     result["warmup_ms"] = {"load": t.load_ms, "first_inference": t.first_run_ms,
                            **({"build": t.build_ms} if t.build_ms else {}),
                            **({"cache_hit": t.cache_hit} if t.cache_hit is not None else {})}
@@ -164,6 +170,8 @@ def ensure_variants(name: str, variants: Sequence[str], artifacts, profile):
 
     art = Path(artifacts) if artifacts else default_out_dir(name)
     manifest = load_manifest(art) if (art / MANIFEST_NAME).exists() else None
+    if manifest is not None and manifest.model != name:  # its artifacts would go through the wrong spec
+        raise UserError(f"{art} holds a {manifest.model} export, not {name}", f"pass --artifacts of a {name} export")
     missing = [v for v in variants if manifest is None or not manifest.has(v)]
     if not missing:
         return manifest

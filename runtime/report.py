@@ -97,18 +97,32 @@ def render_markdown(report: dict) -> str:
     return "\n".join(out)
 
 
+def report_paths(out_dir: str | Path) -> dict[str, Path]:
+    out_dir = Path(out_dir)
+    return {"json": out_dir / "report.json", "md": out_dir / "report.md", "html": out_dir / "report.html"}
+
+
+def refuse_existing(out_dir: str | Path, force: bool) -> None:
+    """Raise OutputExistsError for any report file already in `out_dir` (unless `force`);
+    commands call it before the work, so a refusal costs nothing."""
+    from xopt.errors import OutputExistsError, UserError
+
+    if Path(out_dir).exists() and not Path(out_dir).is_dir():
+        raise UserError(f"{out_dir} is a file", "pass a directory to --out")
+    if force:
+        return
+
+    for p in report_paths(out_dir).values():
+        if p.exists():
+            raise OutputExistsError(p)
+
+
 def write_reports(report: dict, out_dir: str | Path, force: bool = False) -> dict[str, Path]:
     from xopt.runtime.report_html import render_html
 
     validate(report)
-    out_dir = Path(out_dir)
-    paths = {"json": out_dir / "report.json", "md": out_dir / "report.md", "html": out_dir / "report.html"}
-    if not force:
-        from xopt.errors import OutputExistsError
-
-        for p in paths.values():
-            if p.exists():
-                raise OutputExistsError(p)
+    paths = report_paths(out_dir)
+    refuse_existing(out_dir, force)
     # JSON first: the renderings are derived from it.
     write_json(paths["json"], report, force=True)
     write_text(paths["md"], render_markdown(report), force=True)
@@ -133,6 +147,14 @@ def print_summary(report: dict, console=None) -> None:
     console.print(table)
 
 
+def kind_table(report: dict) -> tuple[str, list, list]:
+    """(title, head, rows): the one table a fit or bench report holds, for `xopt report`."""
+    if report["kind"] == "fit":
+        fit = report.get("extra", {}).get("fit") or {"head": [], "rows": []}
+        return f"{report['model']}: fit to {report.get('profile', {}).get('name', '?')}", fit["head"], fit["rows"]
+    return str(report.get("title") or f"{report['model']} bench"), report.get("head", []), report.get("rows", [])
+
+
 def comparison(reports: Sequence[dict], labels: Sequence[str]) -> tuple[list[str], list[list[str]]]:
     """One row per (report, variant) with columns every model shares, for `xopt report A.json B.json`."""
     head = ["report", "model", "variant", "backend", "weights", "drift", "max abs", "p50 ms", "p99 ms", "fps",
@@ -140,6 +162,11 @@ def comparison(reports: Sequence[dict], labels: Sequence[str]) -> tuple[list[str
     rows = []
     for rep, label in zip(reports, labels):
         validate(rep, label)
+        if rep["kind"] != "profile":
+            from xopt.errors import UserError
+
+            raise UserError(f"{label} is a {rep['kind']} report, and only profile reports are compared",
+                            "pass report.json files written by xopt profile (or one report to print it)")
         keys = drift_keys(rep)
         for r in rep["results"]:
             if r.get("error"):

@@ -32,6 +32,11 @@ def _md_inline(line: str) -> str:
     return f"<li>{text}</li>"
 
 
+def _number(v) -> float:
+    """A drift term as a bar height; a term that is not a number (None, a per-stem table) is a gap."""
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else float("nan")
+
+
 def _profile_charts(report: dict) -> list[str]:
     ok = [r for r in report["results"] if not r.get("error")]
     lat = {f"{r['variant']} ({r['backend']})": r["latency_ms"].get("samples", []) for r in ok}
@@ -42,8 +47,9 @@ def _profile_charts(report: dict) -> list[str]:
     keys = drift_keys(report)
     parts.append("<h2>Drift against FP32</h2>")
     for key in keys[:3]:
-        bars = {r["variant"]: float(r["drift"].get(key, float("nan"))) for r in ok}
-        floor = (ok[0].get("noise_floor") or {}).get(key) if ok else None
+        bars = {r["variant"]: _number(r["drift"].get(key)) for r in ok}
+        floor = _number((ok[0].get("noise_floor") or {}).get(key)) if ok else float("nan")
+        floor = floor if floor == floor else None
         parts.append(svg.bar_chart(f"{key} vs FP32 baseline", bars, key, floor, "noise floor (±1 input quantum)"))
     return parts
 

@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -34,12 +35,32 @@ def _fsync_dir(path: Path) -> None:
             os.close(fd)
 
 
-def _disk_error(exc: OSError, path: Path) -> UserError | OSError:
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return UserError(f"no space left on the disk while writing {path}", "free some space or choose another --out")
+# EFBIG (a file-size limit: RLIMIT_FSIZE, a FAT32 volume, a quota on one file) leaves the same
+# torn file behind as a full disk, and the user's fix is the same: room elsewhere.
+_NO_ROOM = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """True for an OSError that means "no room to write": disk full, quota, file too large."""
+    return isinstance(exc, OSError) and exc.errno in _NO_ROOM
+
+
+def write_error(exc: OSError, path: Path) -> UserError | OSError:
+    """The UserError for a failed write the user can fix (no room, no permission), else `exc`."""
+    if is_disk_full(exc):
+        return UserError(f"no room left to write {path} ({exc.strerror})",
+                         "free some space (or raise the file-size limit) or choose another --out")
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return UserError(f"cannot write {path} ({exc.strerror})", "choose a writable --out directory")
     return exc
+
+
+def ensure_parent(dest: Path) -> None:
+    """Create `dest`'s directory; a file where a directory is needed is a UserError."""
+    blocking = next((d for d in dest.parents if d.exists()), None)
+    if blocking is not None and not blocking.is_dir():
+        raise UserError(f"{blocking} is a file, so {dest} cannot be written", "choose another output path")
+    dest.parent.mkdir(parents=True, exist_ok=True)
 
 
 @contextlib.contextmanager
@@ -53,7 +74,7 @@ def atomic_path(dest: str | os.PathLike, force: bool = False) -> Iterator[Path]:
         raise OutputExistsError(dest)
     if dest.is_dir():
         raise UserError(f"{dest} is a directory", "pass a file path")
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    ensure_parent(dest)
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".partial", dir=dest.parent)
     os.fchmod(fd, 0o666 & ~_umask())
     os.close(fd)
@@ -66,7 +87,7 @@ def atomic_path(dest: str | os.PathLike, force: bool = False) -> Iterator[Path]:
         _fsync_dir(dest.parent)
     except OSError as exc:
         tmp_path.unlink(missing_ok=True)
-        err = _disk_error(exc, dest)
+        err = write_error(exc, dest)
         if err is exc:
             raise
         raise err from exc
@@ -85,8 +106,13 @@ def write_text(dest, text: str, force: bool = False) -> Path:
     return write_bytes(dest, text.encode("utf-8"), force=force)
 
 
+def dumps(obj) -> str:
+    """The JSON text `write_json` writes (numpy scalars/arrays and paths allowed)."""
+    return json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n"
+
+
 def write_json(dest, obj, force: bool = False) -> Path:
-    return write_text(dest, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n", force=force)
+    return write_text(dest, dumps(obj), force=force)
 
 
 def copy_file(src, dest, force: bool = False) -> Path:
@@ -107,25 +133,67 @@ def _json_default(obj):
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
+def _missing_ancestors(directory: Path) -> list[Path]:
+    """`directory` and those of its parents that do not exist yet, deepest first."""
+    missing = []
+    for d in [directory, *directory.parents]:
+        if d.exists():
+            break
+        missing.append(d)
+    return missing
+
+
+def _names(directory: Path) -> set[str] | None:
+    try:
+        return {p.name for p in directory.iterdir()} - {LOCK_NAME}
+    except OSError:
+        return None
+
+
 @contextlib.contextmanager
-def dir_lock(directory: str | os.PathLike, timeout: float = 600.0) -> Iterator[None]:
+def dir_lock(directory: str | os.PathLike, timeout: float = 600.0, tidy: bool = False) -> Iterator[None]:
     """Hold an exclusive lock on `directory` (created if needed) while writing into it.
 
     filelock uses flock(2), which the kernel releases when the process dies, so a
     Ctrl-C or a crash never leaves a stale lock behind.
+
+    `tidy`: when the block wrote nothing there (it failed or was interrupted first), leave
+    `directory` as it was found: the lock file this call created is removed, and so is the
+    directory (with any parents) if this call created it.
     """
     from filelock import FileLock, Timeout
 
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(directory / LOCK_NAME))
-    try:
-        lock.acquire(timeout=timeout)
-    except Timeout as exc:
-        raise UserError(
-            f"{directory} is locked by another xopt process", "wait for it to finish or use another --out"
-        ) from exc
+    lock_path = directory / LOCK_NAME
+    created = _missing_ancestors(directory) if tidy else []
+    # None: nothing to tidy (not asked, or another xopt run already made the lock file here)
+    before = set() if created else (_names(directory) if tidy and not lock_path.exists() else None)
+    lock = FileLock(str(lock_path))
+    deadline = time.monotonic() + timeout
+    while True:
+        directory.mkdir(parents=True, exist_ok=True)
+        try:
+            lock.acquire(timeout=max(0.0, deadline - time.monotonic()))
+            break
+        except Timeout as exc:
+            raise UserError(
+                f"{directory} is locked by another xopt process", "wait for it to finish or use another --out"
+            ) from exc
+        except FileNotFoundError:
+            # A tidying holder removed the directory while we waited for its lock: recreate it and retry.
+            if time.monotonic() >= deadline:
+                raise
     try:
         yield
     finally:
-        lock.release()
+        try:
+            if before is not None and _names(directory) == before:
+                # Unlinked while still held: filelock (>= 4.2) waiters notice the dead inode
+                # (st_nlink 0) and retry; one that finds the directory gone recreates it (above).
+                with contextlib.suppress(OSError):
+                    lock_path.unlink()
+                for d in created:
+                    with contextlib.suppress(OSError):  # not empty (another process wrote there): keep it
+                        d.rmdir()
+        finally:
+            lock.release()

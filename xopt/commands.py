@@ -66,14 +66,26 @@ def cmd_profiles(args) -> int:
 
 
 def _tolerances(items) -> dict:
+    import dataclasses
+    import math
+
+    from xopt.spec import Tolerance
+
+    keys = [f.name for f in dataclasses.fields(Tolerance)]
     out: dict = {}
     for item in items:
         try:
             variant, rest = item.split(":", 1)
             key, value = rest.split("=", 1)
-            out.setdefault(variant, {})[key] = float(value)
+            bound = float(value)
         except ValueError as exc:
-            raise UserError(f"bad --tolerance {item!r}", "write it as VARIANT:KEY=VALUE, e.g. int8:mean_abs=0.05") from exc
+            raise UserError(f"bad --tolerance {item!r}",
+                            "write it as VARIANT:KEY=VALUE, e.g. int8:mean_abs=0.05") from exc
+        # an unknown key would fail inside the gate; NaN would pass every comparison (no gate at all)
+        if key not in keys or not variant or not math.isfinite(bound) or bound < 0:
+            raise UserError(f"bad --tolerance {item!r}",
+                            f"KEY is one of {', '.join(keys)} and VALUE a finite number >= 0, e.g. int8:mean_abs=0.05")
+        out.setdefault(variant, {})[key] = bound
     return out
 
 
@@ -109,6 +121,11 @@ def cmd_export(args) -> int:
         variants += [v for v in engine_for if v not in variants]
     for v in variants:
         spec.variant(v)
+    tolerances = _tolerances(args.tolerance)
+    unused = sorted(set(tolerances) - set(variants))
+    if unused:  # silently ignored, it would look like a gate that was loosened
+        raise UserError(f"--tolerance names variant(s) {', '.join(unused)} that this export does not build",
+                        f"use one of {', '.join(variants)}")
     overrides = {}
     if args.chunk:
         if spec.chunk_options is None:
@@ -124,7 +141,7 @@ def cmd_export(args) -> int:
     manifest = export_model(spec.name, variants, out_dir=args.out, checkpoint=args.checkpoint, config=args.config,
                             config_overrides=overrides or None, profile=profile, force=args.force,
                             pass_options=_pass_options(args), seed=args.seed,
-                            tolerances=_tolerances(args.tolerance), source=source)
+                            tolerances=tolerances, source=source)
     if args.engine:
         from xopt.export.engines import add_engines
 
@@ -141,31 +158,40 @@ def cmd_export(args) -> int:
 
 def cmd_profile(args) -> int:
     from xopt.runtime.profiler import profile_model
-    from xopt.runtime.report import print_summary, write_reports
+    from xopt.runtime.report import print_summary, refuse_existing, write_reports
 
     out = Path(args.out) if args.out else Path("reports") / args.model
-    if not args.force and (out / "report.json").exists():
-        raise UserError(f"{out / 'report.json'} already exists", "pass --force to overwrite it or choose another --out")
+    refuse_existing(out, args.force)  # report.md/html too: they may be the user's own files
     variants = [v for v in args.variants.split(",") if v]
     report = profile_model(args.model, variants, artifacts=args.artifacts, backend=args.backend, frames=args.frames,
                            profile_name=args.profile, seed=args.seed, e2e=not args.no_e2e, command=_command_line())
     print_summary(report)
-    paths = write_reports(report, out, force=True)
+    paths = write_reports(report, out, force=args.force)
     _console().print(f"wrote {paths['json']}, {paths['md'].name}, {paths['html'].name}")
     return 0
 
 
 def cmd_run(args) -> int:
     from xopt.export.pipeline import default_out_dir
+    from xopt.manifest import MANIFEST_NAME
+    from xopt.manifest import load as load_manifest
     from xopt.progress import track
+    from xopt.registry import get_model
     from xopt.runtime import load_pipeline
 
-    art = args.artifacts or default_out_dir(args.model)
+    spec = get_model(args.model)  # an unknown model is named as such, not as a missing export
+    art = Path(args.artifacts or default_out_dir(args.model))
+    if (art / MANIFEST_NAME).is_file() and load_manifest(art).model != spec.name:
+        raise UserError(f"{art} holds a {load_manifest(art).model} export, not {spec.name}",
+                        f"pass --artifacts of a {spec.name} export")
     src = Path(args.input)
     if not src.exists():
         raise UserError(f"{src} does not exist", "pass an existing input file")
     if src.is_dir():
         raise UserError(f"{src} is a directory", "pass a file")
+    if Path(args.output).resolve() == src.resolve():
+        raise UserError(f"the output {args.output} is the input file", "choose another -o/--output (even --force "
+                        "never overwrites the input)")
     pipe = load_pipeline(art, backend=args.backend, variant=args.variant)
     try:
         written = pipe.process_file(src, Path(args.output), force=args.force,
@@ -180,27 +206,29 @@ def cmd_run(args) -> int:
 def cmd_fit(args) -> int:
     from xopt.profiles import get_profile
     from xopt.registry import get_model
-    from xopt.runtime.report import write_reports
+    from xopt.runtime.report import refuse_existing, write_reports
 
     spec = get_model(args.model)
     if spec.fit is None:
         raise UserError(f"model {spec.name} has no fit-to-budget search", "use xopt profile for its memory")
     out = Path(args.out) if args.out else Path("reports") / f"{args.model}-fit"
-    if not args.force and (out / "report.json").exists():
-        raise UserError(f"{out / 'report.json'} already exists", "pass --force to overwrite it or choose another --out")
+    refuse_existing(out, args.force)
     report = spec.fit(spec, get_profile(args.profile), spec.config(args.config), {"command": _command_line()})
     section = report.get("extra", {}).get("fit", {})
     if section.get("rows"):
         _console().print(_table(f"{spec.name}: fit to {report['profile']['name']}", section["head"], section["rows"]))
-    paths = write_reports(report, out, force=True)
+    paths = write_reports(report, out, force=args.force)
     _console().print(f"wrote {paths['json']}, {paths['md'].name}, {paths['html'].name}")
     return 0
 
 
 def cmd_bench(args) -> int:
     from xopt.atomic import write_json
+    from xopt.errors import OutputExistsError
     from xopt.runtime.bench import bench_model
 
+    if args.out and Path(args.out).exists() and not args.force:
+        raise OutputExistsError(args.out)  # before the benchmark, not after it
     result = bench_model(args.model, [v for v in args.variants.split(",") if v], artifacts=args.artifacts,
                          frames=args.frames, profile_name=args.profile, command=_command_line())
     _console().print(_table(result["title"], result["head"], result["rows"]))
@@ -213,11 +241,14 @@ def cmd_bench(args) -> int:
 
 def cmd_report(args) -> int:
     from xopt.report_schema import load
-    from xopt.runtime.report import comparison, print_summary
+    from xopt.runtime.report import comparison, kind_table, print_summary
 
     reports = [load(p) for p in args.reports]
     if len(reports) == 1 and reports[0]["kind"] == "profile":
         print_summary(reports[0])
+        return 0
+    if len(reports) == 1:  # a fit or bench report: its own table
+        _console().print(_table(*kind_table(reports[0])))
         return 0
     head, rows = comparison(reports, args.reports)
     _console().print(_table("comparison", head, rows))

@@ -110,11 +110,48 @@ def from_json(data: Any, path: str | Path = "manifest") -> Manifest:
         missing = [k for k in _REQUIRED_VARIANT_KEYS if k not in v]
         if missing:
             raise _bad(path, f"variant {v.get('name', i)} lacks {', '.join(missing)}")
-        if not isinstance(v["path"], str) or Path(v["path"]).is_absolute() or ".." in Path(v["path"]).parts:
+        if not _inside(v["path"]):
             raise _bad(path, f"variant {v.get('name', i)} has a path outside its directory")
+        _check_variant_types(v, i, path)
+    for key in ("config", "versions", "machine"):
+        if not isinstance(data.get(key, {}), dict):
+            raise _bad(path, f"'{key}' is not an object")
     return Manifest(
         model=data["model"], weights=data["weights"], config=data.get("config", {}),
         covers=data.get("covers", "whole model"), variants=data["variants"], versions=data.get("versions", {}),
         machine=data.get("machine", {}), created=data.get("created", ""),
         directory=path.parent, schema_version=version,
     )
+
+
+def _inside(rel) -> bool:
+    return isinstance(rel, str) and bool(rel) and not Path(rel).is_absolute() and ".." not in Path(rel).parts
+
+
+def _named_list(value) -> bool:
+    """The exporter's list of {name, dtype, shape}; a {name: shape} object is read too."""
+    if isinstance(value, dict):
+        return True
+    return isinstance(value, list) and all(isinstance(x, dict) and isinstance(x.get("name"), str) for x in value)
+
+
+def tensor_names(entry: dict, key: str = "inputs") -> list[str]:
+    """Names of a variant's graph inputs (or outputs) as the manifest records them."""
+    value = entry.get(key) or []
+    return list(value) if isinstance(value, dict) else [t["name"] for t in value]
+
+
+def _check_variant_types(v: dict, i: int, path: Path) -> None:
+    """Types of the fields runtime.load and the exporter read, so a hand-edited manifest is one
+    clear error rather than a TypeError deep in a backend."""
+    name = v.get("name", i)
+    if not all(isinstance(v[k], str) for k in ("name", "precision", "sha256")):
+        raise _bad(path, f"variant {name}: name, precision and sha256 must be strings")
+    if not (_named_list(v["inputs"]) and _named_list(v["outputs"])):
+        raise _bad(path, f"variant {name}: inputs and outputs must be lists of named tensors")
+    if not isinstance(v["parity"], dict) or not isinstance(v.get("ort_options", {}), dict) \
+            or not isinstance(v.get("passes", []), list):
+        raise _bad(path, f"variant {name}: parity and ort_options must be objects, passes a list")
+    engines = v.get("engines", [])
+    if not isinstance(engines, list) or not all(isinstance(e, dict) and _inside(e.get("path")) for e in engines):
+        raise _bad(path, f"variant {name}: engines must be a list of files inside its directory")

@@ -42,7 +42,8 @@ class DeviceProfile:
 
     def model_targets(self, model: str) -> dict[str, Any]:
         generic = {k: v for k, v in self.targets.items() if not isinstance(v, dict)}
-        return {**generic, **self.targets.get(model, {})}
+        specific = self.targets.get(model)
+        return {**generic, **(specific if isinstance(specific, dict) else {})}
 
     def to_json(self) -> dict:
         return {
@@ -51,6 +52,30 @@ class DeviceProfile:
             "precisions": list(self.precisions), "compute_capability": self.compute_capability,
             "tensorrt_sm": self.tensorrt_sm, "targets": self.targets, "source": self.source,
         }
+
+
+def _positive(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and v == v and 0 < v < float("inf")
+
+
+def _count(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v > 0
+
+
+# Target keys the models read, and what they must hold; other keys pass through untouched.
+_TARGET_CHECKS = {
+    **{k: _positive for k in ("fps", "real_time_factor", "segment_seconds", "seconds_per_prediction",
+                              "track_seconds")},
+    **{k: _count for k in ("height", "width", "max_height", "max_width", "max_batch", "batch", "msa_rows",
+                           "profile_max_residues")},
+    **{k: (lambda v: isinstance(v, list) and len(v) == 3 and all(_count(d) for d in v))
+       for k in ("min_shape", "opt_shape", "max_shape")},
+    "residues": lambda v: isinstance(v, list) and bool(v) and all(_count(d) for d in v),
+}
+_TARGET_WHAT = {k: "a positive number" for k in _TARGET_CHECKS}
+_TARGET_WHAT.update({k: "a positive integer" for k, ok in _TARGET_CHECKS.items() if ok is _count})
+_TARGET_WHAT.update({k: "[batch, height, width], positive integers" for k in ("min_shape", "opt_shape", "max_shape")})
+_TARGET_WHAT["residues"] = "a list of positive integers"
 
 
 def _invalid(src, why) -> UserError:
@@ -81,6 +106,11 @@ def parse(data: dict, source: str = "<profile>") -> DeviceProfile:
     targets = data.get("targets", {})
     if not isinstance(targets, dict):
         raise _invalid(source, "[targets] must be a table")
+    tables = [("targets", targets)] + [(f"targets.{k}", v) for k, v in targets.items() if isinstance(v, dict)]
+    for table, values in tables:
+        for key, ok in _TARGET_CHECKS.items():
+            if key in values and not ok(values[key]):
+                raise _invalid(source, f"{table}.{key} must be {_TARGET_WHAT[key]}")
     return DeviceProfile(
         name=name, description=str(data.get("description", "")), kind=kind, memory_mb=float(mem),
         headroom=float(headroom), precisions=tuple(precisions),

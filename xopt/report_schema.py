@@ -39,6 +39,50 @@ def _bad(path, why) -> UserError:
     return UserError(f"{path} is not a valid xopt report ({why})", "pass a report.json written by xopt profile")
 
 
+def _num(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _table_ok(head, rows) -> bool:
+    return isinstance(head, list) and isinstance(rows, list) and all(isinstance(r, list) for r in rows)
+
+
+def _check_result(r, i, path) -> None:
+    """The fields the summaries and comparisons read, with their types: a hand-edited or
+    truncated report is refused here in one line instead of failing in the renderer."""
+    if not isinstance(r, dict):
+        raise _bad(path, f"result {i} is not an object")
+    missing = [k for k in _RESULT_KEYS if k not in r]
+    if missing:
+        raise _bad(path, f"result {r.get('variant', i)} lacks {', '.join(missing)}")
+    where = f"result {i}"
+    if not all(isinstance(r[k], str) for k in ("variant", "precision", "backend")):
+        raise _bad(path, f"{where}: variant, precision and backend must be strings")
+    if r.get("error") is not None:  # a failed variant: only its error is shown
+        if not isinstance(r["error"], str):
+            raise _bad(path, f"{where}: 'error' must be a string")
+        return
+    for key in ("drift", "latency_ms", "memory", "budget", "warmup_ms"):
+        if not isinstance(r.get(key), dict):
+            raise _bad(path, f"{where}: '{key}' must be an object")
+    tensor = r["drift"].get("tensor", {})
+    if not isinstance(tensor, dict) or not all(isinstance(t, dict) and _num(t.get("max_abs")) for t in tensor.values()):
+        raise _bad(path, f"{where}: drift.tensor must map each output to its statistics")
+    if not isinstance(r.get("noise_floor") or {}, dict):
+        raise _bad(path, f"{where}: 'noise_floor' must be an object")
+    mem, budget = r["memory"], r["budget"]
+    if not isinstance(mem.get("kind"), str) or "peak_mb" not in mem \
+            or not (mem["peak_mb"] is None or _num(mem["peak_mb"])):
+        raise _bad(path, f"{where}: memory needs a 'kind' string and a numeric 'peak_mb'")
+    checks = budget.get("checks")
+    named = isinstance(checks, list) and all(
+        isinstance(c, dict) and isinstance(c.get("name"), str) and isinstance(c.get("passed"), bool) for c in checks)
+    if not isinstance(budget.get("passed"), bool) or not named:
+        raise _bad(path, f"{where}: budget needs 'passed' and a list of named checks")
+    if not all(r.get(k) is None or _num(r[k]) for k in ("fps", "fps_e2e")):
+        raise _bad(path, f"{where}: fps must be a number")
+
+
 def validate(data, path="report.json") -> dict:
     if not isinstance(data, dict):
         raise _bad(path, "top level is not an object")
@@ -52,15 +96,36 @@ def validate(data, path="report.json") -> dict:
     for key in ("model", "weights", "machine", "results"):
         if key not in data:
             raise _bad(path, f"'{key}' missing")
+    if not isinstance(data["model"], str) or not isinstance(data["weights"], dict) \
+            or not isinstance(data["machine"], dict):
+        raise _bad(path, "'model' must be a string, 'weights' and 'machine' objects")
+    machine = data["machine"]
+    gpus = machine.get("gpus", [])
+    if not isinstance(machine.get("cpu", ""), str) or not isinstance(machine.get("versions", {}), dict) \
+            or not isinstance(gpus, list) or not all(isinstance(g, dict) and "name" in g for g in gpus):
+        raise _bad(path, "machine needs a 'cpu' string, a 'versions' object and a list of named 'gpus'")
+    if not all(isinstance(data.get(k, ""), str) for k in ("created", "command")):
+        raise _bad(path, "'created' and 'command' must be strings")
     if not isinstance(data["results"], list):
         raise _bad(path, "'results' is not a list")
+    for key in ("profile", "settings", "extra"):
+        if key in data and not isinstance(data[key], dict):
+            raise _bad(path, f"'{key}' must be an object")
+    keys = data.get("extra", {}).get("drift_keys", [])
+    if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+        raise _bad(path, "extra.drift_keys must be a list of strings")
     if data["kind"] == "profile":
+        if not isinstance(data.get("profile"), dict) or not isinstance(data["profile"].get("name"), str) \
+                or not isinstance(data.get("settings"), dict):
+            raise _bad(path, "a profile report needs 'profile' (with its name) and 'settings'")
         for i, r in enumerate(data["results"]):
-            if not isinstance(r, dict):
-                raise _bad(path, f"result {i} is not an object")
-            missing = [k for k in _RESULT_KEYS if k not in r]
-            if missing:
-                raise _bad(path, f"result {r.get('variant', i)} lacks {', '.join(missing)}")
+            _check_result(r, i, path)
+    fit = data.get("extra", {}).get("fit")
+    if data["kind"] == "fit" and fit is not None and not (isinstance(fit, dict) and _table_ok(fit.get("head"),
+                                                                                             fit.get("rows"))):
+        raise _bad(path, "extra.fit must hold a 'head' list and 'rows' lists")
+    if data["kind"] == "bench" and not _table_ok(data.get("head", []), data.get("rows", [])):
+        raise _bad(path, "'head' and 'rows' must be lists")
     return data
 
 

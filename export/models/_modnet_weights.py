@@ -4,6 +4,7 @@ photographs) so that drift measured on them means something."""
 from __future__ import annotations
 
 import pickle
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -42,7 +43,11 @@ def _read(path: Path) -> dict:
     if path.stat().st_size == 0:
         raise UserError(f"checkpoint {path} is empty", "download or save it again")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            # torch warns about pickle protocols it may not read; the outcome is reported below,
+            # in one line, and a warning would make the error two
+            warnings.simplefilter("ignore", UserWarning)
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         # torch wraps every weights-only failure alike; only an "Unsupported global" is a file
         # that would run code (a pickled class or function). Garbage fails on an opcode.

@@ -36,6 +36,9 @@ class Session:
         self.timings = Timings()
         self.input_names: list[str] = []
         self.output_names: list[str] = []
+        # name -> shape (ints, or a str for a symbolic dimension) where the backend knows it
+        self.input_shapes: dict[str, list] = {}
+        self.output_shapes: dict[str, list] = {}
         self.providers: list[str] = []
         t0 = time.perf_counter()
         self._load(path, **options)

@@ -19,12 +19,19 @@ _LEVELS = {"disabled": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC",
 def session_options(ort, graph_optimization_level: str = "all", disabled_optimizers=(), intra_op_num_threads=0,
                     enable_profiling: bool = False):
     so = ort.SessionOptions()
-    if graph_optimization_level not in _LEVELS:
+    # These come from manifests (ort_options) and callers: refuse bad ones in one line.
+    if not isinstance(graph_optimization_level, str) or graph_optimization_level not in _LEVELS:
         raise UserError(f"unknown graph_optimization_level {graph_optimization_level!r}",
                         f"use one of {', '.join(_LEVELS)}")
+    if isinstance(intra_op_num_threads, bool) or not isinstance(intra_op_num_threads, int) or intra_op_num_threads < 0:
+        raise UserError(f"intra_op_num_threads must be a non-negative integer, not {intra_op_num_threads!r}",
+                        "fix the option (0 lets ONNX Runtime choose)")
+    if not isinstance(disabled_optimizers, (list, tuple)) or not all(isinstance(o, str) for o in disabled_optimizers):
+        raise UserError(f"disabled_optimizers must be a list of optimizer names, not {disabled_optimizers!r}",
+                        "fix the option")
     so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, _LEVELS[graph_optimization_level])
     if intra_op_num_threads:
-        so.intra_op_num_threads = int(intra_op_num_threads)
+        so.intra_op_num_threads = intra_op_num_threads
     so.enable_profiling = enable_profiling
     so.log_severity_level = 3
     return so, list(disabled_optimizers)
@@ -38,6 +45,10 @@ class OrtSession(Session):
               provider_options=None, **_ignored):
         ort = onnxruntime()
         so, disabled = session_options(ort, graph_optimization_level, disabled_optimizers, intra_op_num_threads)
+        if not isinstance(provider_options or {}, dict) or not all(
+                isinstance(o, dict) for o in (provider_options or {}).values()):
+            raise UserError(f"provider_options must map provider names to options, not {provider_options!r}",
+                            "fix the option")
         providers = [(p, dict((provider_options or {}).get(p, {}))) for p in self.providers_wanted]
         if self.providers_wanted[0] != "CPUExecutionProvider":
             providers.append(("CPUExecutionProvider", {}))
@@ -54,15 +65,30 @@ class OrtSession(Session):
                             "install the CUDA/cuDNN (and TensorRT) libraries onnxruntime-gpu needs, or use --backend ort-cpu")
         self.input_names = [i.name for i in self._sess.get_inputs()]
         self.output_names = [o.name for o in self._sess.get_outputs()]
+        self.input_shapes = {i.name: list(i.shape) for i in self._sess.get_inputs()}
+        self.output_shapes = {o.name: list(o.shape) for o in self._sess.get_outputs()}
         self._input_types = {i.name: i.type for i in self._sess.get_inputs()}
 
     def _run(self, feeds):
         feeds = {k: np.ascontiguousarray(v) for k, v in feeds.items()}
-        outs = self._sess.run(self.output_names, feeds)
+        try:
+            outs = self._sess.run(self.output_names, feeds)
+        except Exception as exc:
+            # Wrong rank, size or element type of a feed (a graph that is not the one the caller
+            # thinks) is the user's to fix; ORT's other failures (out of memory included) stay as they are.
+            if type(exc).__name__ != "InvalidArgument":
+                raise
+            raise UserError(f"the inputs do not fit {self.path}: {str(exc).splitlines()[0][:300]}",
+                            f"feed what the graph expects ({_describe(self._sess.get_inputs())}), "
+                            "or pass the model the feeds were made for") from exc
         return dict(zip(self.output_names, outs))
 
     def _close(self):
         self._sess = None
+
+
+def _describe(inputs) -> str:
+    return ", ".join(f"{i.name} {i.type} {list(i.shape)}" for i in inputs)
 
 
 def _load_error(path, exc) -> UserError:

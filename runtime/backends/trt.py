@@ -82,6 +82,9 @@ class TrtSession(Session):
         meta = engine_meta.read(path)
         fl = trt_env.flavour(meta["flavour"])
         engine_meta.check_file(path, meta)
+        # A TensorRT version mismatch needs no GPU to tell, and no GPU would make the engine
+        # usable: say it first (the compute capability is checked below, once a GPU is seen).
+        engine_meta.check_loadable(path, meta, fl.installed_version(), None)
         gpu = trt_env.require_gpu(f"running engine {path} (backend trt)")
         engine_meta.check_loadable(path, meta, fl.installed_version(), gpu["compute_capability"])
         ok, why = trt_env.probe_runtime(fl.name)

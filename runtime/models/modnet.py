@@ -16,7 +16,6 @@ feed a zero-sized tensor) and rule outputs beyond 32x the 512x512 area are user 
 """
 from __future__ import annotations
 
-import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping
@@ -24,6 +23,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping
 import numpy as np
 
 from xopt.errors import UserError
+from xopt.runtime.models._matte_io import check_size, max_image_size, to_rgb  # noqa: F401 (public here)
 from xopt.runtime.pipeline import Pipeline
 
 REF_SIZE = 512
@@ -98,89 +98,15 @@ def area_resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 # ---------------------------------------------------------------- images in and out
 
-def _pil():
-    from PIL import Image
-
-    return Image
-
-
-def _open_image(path: Path):
-    Image = _pil()
-    if not path.exists():
-        raise UserError(f"{path} does not exist", "check the input path")
-    if path.is_dir():
-        raise UserError(f"{path} is a directory", "pass an image file")
-    try:
-        with Image.open(path) as im:
-            im.load()
-            return im.copy()
-    except (OSError, ValueError, SyntaxError) as exc:  # UnidentifiedImageError is an OSError
-        raise UserError(f"{path} is not a readable image ({exc})", "pass a PNG, JPEG, TIFF, BMP or WebP file") from exc
-
-
-def _from_pil(im) -> np.ndarray:
-    if im.mode.startswith("I;16") or im.mode == "I":
-        return np.clip(np.asarray(im, np.float64), 0, 65535) / 257.0
-    if im.mode == "F":
-        return _from_float(np.asarray(im))
-    if im.mode not in ("L", "RGB", "RGBA"):
-        im = im.convert("RGB")
-    return np.asarray(im, np.float32)
-
-
-def _from_float(a: np.ndarray) -> np.ndarray:
-    if not np.isfinite(a).all():
-        raise UserError("the image contains NaN or Inf", "pass finite pixel values")
-    if a.size and (a.min() < -1e-3 or a.max() > 1 + 1e-3):
-        raise UserError(f"a float image must hold values in [0, 1], this one spans [{a.min():g}, {a.max():g}]",
-                        "divide by 255 (or pass it as uint8)")
-    return np.clip(a.astype(np.float32), 0, 1) * 255.0
-
-
-def to_rgb(image: Any) -> np.ndarray:
-    """Any supported image as H x W x 3 float32 on the 8-bit scale [0, 255].
-
-    Grey images get three equal channels and alpha is dropped (as the official demo does);
-    16-bit images are scaled by 255/65535; float images are read as [0, 1].
-    """
-    if isinstance(image, (str, os.PathLike)):
-        image = _open_image(Path(image))
-    if hasattr(image, "to_ndarray") and not isinstance(image, np.ndarray):  # a PyAV VideoFrame
-        image = image.to_ndarray(format="rgb24")
-    if hasattr(image, "mode") and hasattr(image, "getbands"):  # PIL.Image.Image
-        a = _from_pil(image)
-    elif isinstance(image, np.ndarray):
-        if image.dtype == np.uint8:
-            a = image.astype(np.float32)
-        elif image.dtype == np.uint16:
-            a = image.astype(np.float32) / 257.0
-        elif image.dtype == np.bool_:
-            a = image.astype(np.float32) * 255.0
-        elif np.issubdtype(image.dtype, np.floating):
-            a = _from_float(image)
-        else:
-            raise UserError(f"unsupported image dtype {image.dtype}", "pass uint8, uint16 or float in [0, 1]")
-    else:
-        raise UserError(f"cannot read an image from a {type(image).__name__}",
-                        "pass a file path, a PIL image or a numpy array")
-    if a.ndim == 3 and a.shape[2] == 1:
-        a = a[:, :, 0]
-    if a.ndim == 2:
-        a = np.repeat(a[:, :, None], 3, axis=2)
-    if a.ndim != 3 or a.shape[2] not in (3, 4):
-        raise UserError(f"an image array must be H x W, H x W x 3 or H x W x 4, got shape {a.shape}",
-                        "pass a grey, RGB or RGBA image")
-    return np.ascontiguousarray(a[:, :, :3], np.float32)
-
-
 def normalise(rgb: np.ndarray) -> np.ndarray:
     """H x W x 3 on [0, 255] -> the graph's 1 x 3 x H x W input on [-1, 1]."""
     return np.ascontiguousarray(((rgb - 127.5) / 127.5).transpose(2, 0, 1)[None], np.float32)
 
 
-def preprocess(image: Any, ref_size: int = REF_SIZE) -> tuple[np.ndarray, tuple[int, int]]:
+def preprocess(image: Any, ref_size: int = REF_SIZE,
+               max_size: tuple[int, int] | None = None) -> tuple[np.ndarray, tuple[int, int]]:
     """The graph input for `image` and the size its matte must be returned at."""
-    rgb = to_rgb(image)
+    rgb = to_rgb(image, max_size)
     h, w = rgb.shape[:2]
     return normalise(area_resize(rgb, model_size(h, w, ref_size))), (h, w)
 
@@ -341,8 +267,13 @@ class MattingPipeline(Pipeline):
 
     input_kinds = ("image", "video")
 
+    def __init__(self, session, config: dict | None = None, profile=None):
+        super().__init__(session, config)
+        _check_graph(session)
+        self.max_size = max_image_size(self.config, profile)
+
     def __call__(self, image: Any) -> np.ndarray:
-        x, size = preprocess(image, int(self.config.get("ref_size", REF_SIZE)))
+        x, size = preprocess(image, int(self.config.get("ref_size", REF_SIZE)), self.max_size)
         return postprocess(self.session.run({"input": x})["output"], size)
 
     def frames(self, frames: Iterable[Any]) -> Iterator[np.ndarray]:
@@ -357,3 +288,16 @@ class MattingPipeline(Pipeline):
         from xopt.runtime.models._matte_io import process_file
 
         return process_file(self, Path(src), Path(dst), force, progress)
+
+
+def _check_graph(session) -> None:
+    """A session on some other graph (a bare .onnx handed in by the caller) fails here, with
+    what it takes, instead of deep inside the runtime on the first frame."""
+    shapes = getattr(session, "input_shapes", {})  # empty where the backend does not say
+    shape = shapes.get("input")
+    shape_ok = shape is None or (len(shape) == 4 and (shape[1] == 3 or not isinstance(shape[1], int)))
+    if session.input_names != ["input"] or "output" not in session.output_names or not shape_ok:
+        got = ", ".join(f"{n} {shapes.get(n, '')}".strip() for n in session.input_names)
+        raise UserError(f"{session.path} is not a MODNet graph: it takes {got or 'no inputs'} and gives "
+                        f"{', '.join(session.output_names) or 'no outputs'}",
+                        "pass a MODNet export (input 'input' [N, 3, H, W], output 'output')")
