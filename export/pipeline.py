@@ -56,17 +56,31 @@ def artifact_name(model: str, variant: str) -> str:
     return f"{model}_{variant}.onnx"
 
 
-def _ort_outputs(path: Path, feeds: list[dict], ort_options: Mapping[str, Any]) -> list[dict]:
-    from xopt.runtime.backends.ort import OrtSession
+def parity_backend(precision: str) -> str:
+    """ONNX Runtime's CPU provider has no BF16 kernels: a BF16 graph is validated on CUDA or not at all."""
+    if precision != "bf16":
+        return "ort-cpu"
+    from xopt.runtime.backends.ort import probe_provider
 
-    with OrtSession(path, **dict(ort_options)) as sess:
+    ok, why = probe_provider("CUDAExecutionProvider")
+    if ok:
+        return "ort-cuda"
+    raise UserError(f"a BF16 graph cannot be validated on this machine: ONNX Runtime's CPU provider has no BF16 "
+                    f"kernels and CUDA is unavailable ({why})",
+                    "export BF16 variants where onnxruntime-gpu sees an NVIDIA GPU, or use the fp16 variant")
+
+
+def _ort_outputs(path: Path, feeds: list[dict], ort_options: Mapping[str, Any], backend: str = "ort-cpu") -> list[dict]:
+    from xopt.runtime.backends.base import get_backend
+
+    with get_backend(backend).session(path, **dict(ort_options)) as sess:
         return [sess.run(f) for f in feeds]
 
 
 def gate(artifact: Path, label: str, feeds: list[dict], refs: list[dict], tolerance: Mapping[str, float],
-         ort_options: Mapping[str, Any], reference: str = "PyTorch FP32") -> dict:
+         ort_options: Mapping[str, Any], reference: str = "PyTorch FP32", backend: str = "ort-cpu") -> dict:
     """Run `artifact` on `feeds`, compare with `refs`, raise ParityError past `tolerance`."""
-    outs = _ort_outputs(artifact, feeds, ort_options)
+    outs = _ort_outputs(artifact, feeds, ort_options, backend)
     diffs = parity.worst([parity.compare(r, o) for r, o in zip(refs, outs)])
     parity.check(label, diffs, tolerance, reference)
     worst_abs = max(d["max_abs"] for d in diffs.values())
@@ -123,6 +137,8 @@ class _Exporter:
         if variant.export_config is not None and self.source is not None:
             raise UserError(f"variant {variant.name} re-exports the model with its own settings, which a converted "
                             "model cannot do", "pick another variant")
+        backend = parity_backend(variant.precision)  # before any work: BF16 may not be checkable here
+        built = self.built
         if variant.export_config is not None:
             cfg = {**self.config, **variant.export_config}
             built = spec.build(checkpoint=self.built.weights.path, config=cfg, seed=self.built.weights.seed or 0)
@@ -138,16 +154,18 @@ class _Exporter:
         tol = dict(self.tolerances.get(variant.name) or variant.tolerance.as_dict())
         with progress.step(f"{spec.name} {variant.name}: parity vs FP32 {'reference' if self.source else 'PyTorch'}"):
             result = gate(staged, f"{spec.name} {variant.name}", self.feeds, self.refs, tol, variant.ort_options,
-                          f"the {self.source.weights.get('kind')} model" if self.source else "PyTorch FP32")
+                          f"the {self.source.weights.get('kind')} model" if self.source else "PyTorch FP32", backend)
         inputs, outputs = io_signature(staged)
         entry = {
             "name": variant.name, "precision": variant.precision, "path": artifact_name(spec.name, variant.name),
             "sha256": sha256_file(staged), "size_bytes": staged.stat().st_size, "opset": opset_of(staged),
             "inputs": inputs, "outputs": outputs, "parity": result, "passes": applied,
-            "ort_options": dict(variant.ort_options), "description": variant.description,
+            "ort_options": dict(variant.ort_options), "description": variant.description, "parity_backend": backend,
         }
         if variant.export_config is not None:
             entry["export_config"] = dict(variant.export_config)
+        if built.extra.get("settings"):
+            entry["settings"] = built.extra["settings"]  # resolved knobs, e.g. chunk sizes, for the reader
         return staged, entry
 
 

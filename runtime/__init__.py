@@ -101,4 +101,10 @@ def load_pipeline(path_or_manifest, backend: str = "ort-cpu", variant: str | Non
     module_name, _, cls_name = spec.pipeline.partition(":")
     cls = getattr(importlib.import_module(module_name), cls_name)
     session = load(manifest, backend=backend, variant=variant, **options)
-    return cls(session, manifest.config)
+    return cls(session, pipeline_config(manifest))
+
+
+def pipeline_config(manifest) -> dict:
+    """What a pipeline is configured with: the export's config, and the weights provenance for
+    pipelines that rebuild parts of the model in PyTorch (OpenFold's structure module)."""
+    return {**manifest.config, "weights": manifest.weights}

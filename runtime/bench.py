@@ -9,7 +9,7 @@ import time
 
 from xopt import progress
 from xopt.runtime import load
-from xopt.runtime.profiler import drift_between, ensure_variants, noise_floor
+from xopt.runtime.profiler import drift_between, ensure_variants, noise_floor, run_targets
 from xopt.runtime.stats import latency_summary
 
 ROUNDS = 5
@@ -25,8 +25,7 @@ def bench_model(name: str, variants, artifacts=None, frames: int = 20, profile_n
     variants = list(dict.fromkeys(["fp32"] + list(variants)))
     profile = get_profile(profile_name)
     manifest = ensure_variants(name, variants, artifacts, profile)
-    targets = profile.model_targets(name)
-    feeds = spec.profile_inputs(targets, 4, seed)
+    feeds = spec.profile_inputs(run_targets(profile, manifest), 4, seed)
     sessions = {"torch fp32": load(manifest, backend="torch")}
     sessions.update({f"ort {v}": load(manifest, backend="ort-cpu", variant=v) for v in variants})
     outputs = {}

@@ -20,6 +20,12 @@ from xopt.runtime.stats import latency_summary, mean_terms
 REFERENCE_BACKEND = "ort-cpu"
 
 
+def run_targets(profile, manifest) -> dict:
+    """The device profile's targets for this model plus what the export was built with: a graph
+    of static shapes needs inputs of its own size, and model pipelines rebuild parts from weights."""
+    return {**profile.model_targets(manifest.model), "config": manifest.config, "weights": manifest.weights}
+
+
 def _outputs(session, feeds) -> list[dict]:
     return [session.run(f) for f in feeds]
 
@@ -75,7 +81,9 @@ def _e2e(spec, session, manifest, targets, frames: int, seed: int) -> list[float
     cls = _pipeline_class(spec)
     if cls is None:
         return None
-    pipe = cls(session, manifest.config)
+    from xopt.runtime import pipeline_config
+
+    pipe = cls(session, pipeline_config(manifest))
     raws = pipe.raw_samples(max(1, min(frames, 4)), targets, seed)
     pipe(raws[0])  # warm the pre/post-processing caches; measured separately as first inference
     times = []
@@ -104,7 +112,7 @@ def _shape_text(targets) -> str:
 
 def _does_not_fit(spec, manifest, variant, backend, profile, seed, exc) -> dict:
     """A variant that ran out of memory: say so, and find the largest smaller input that runs."""
-    targets = profile.model_targets(spec.name)
+    targets = run_targets(profile, manifest)
     smaller, fits_at = targets, None
     while spec.shrink is not None and fits_at is None:
         smaller = spec.shrink(smaller)
@@ -126,7 +134,7 @@ def profile_variant(spec, manifest, variant: str, backend: str, feeds, refs, flo
     entry = manifest.variant(variant)
     result = {"variant": variant, "precision": entry["precision"], "backend": backend,
               "artifact": entry["path"], "error": None}
-    targets = profile.model_targets(spec.name)
+    targets = run_targets(profile, manifest)
     with MemoryMonitor() as mon:
         session = load(manifest, backend=backend, variant=variant)
         try:
@@ -208,8 +216,7 @@ def profile_model(name: str, variants: Sequence[str], artifacts: str | Path | No
     results = []
     try:
         with progress.step(f"{name}: FP32 baseline and noise floor ({REFERENCE_BACKEND})"):
-            # the export's config rides along: a graph with static shapes needs inputs of its own size
-            targets = {**profile.model_targets(name), "config": manifest.config}
+            targets = run_targets(profile, manifest)
             feeds = spec.profile_inputs(targets, max(1, min(frames, 8)), seed)
             with load(manifest, backend=REFERENCE_BACKEND, variant="fp32") as baseline:
                 refs = _outputs(baseline, feeds)
