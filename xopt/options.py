@@ -20,7 +20,7 @@ class Option:
     cli: bool = True  # False: set by a dedicated CLI flag instead (e.g. --engine picks the engine backend)
 
     def flag(self, prefix: str) -> str:
-        return f"--{prefix}-{self.name.replace('_', '-')}"
+        return f"--{prefix.replace('_', '-')}-{self.name.replace('_', '-')}"
 
     def dest(self, prefix: str) -> str:
         return f"{prefix}_{self.name}".replace("-", "_")
