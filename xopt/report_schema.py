@@ -68,8 +68,12 @@ def _check_result(r, i, path) -> None:
     tensor = r["drift"].get("tensor", {})
     if not isinstance(tensor, dict) or not all(isinstance(t, dict) and _num(t.get("max_abs")) for t in tensor.values()):
         raise _bad(path, f"{where}: drift.tensor must map each output to its statistics")
-    if not isinstance(r.get("noise_floor") or {}, dict):
-        raise _bad(path, f"{where}: 'noise_floor' must be an object")
+    for key in ("noise_floor", "latency_e2e_ms", "device_latency_ms"):
+        if not isinstance(r.get(key) or {}, dict):
+            raise _bad(path, f"{where}: '{key}' must be an object or null")
+    for key in ("latency_ms", "latency_e2e_ms"):
+        if not isinstance((r.get(key) or {}).get("samples", []), list):
+            raise _bad(path, f"{where}: {key}.samples must be a list")
     mem, budget = r["memory"], r["budget"]
     if not isinstance(mem.get("kind"), str) or "peak_mb" not in mem \
             or not (mem["peak_mb"] is None or _num(mem["peak_mb"])):

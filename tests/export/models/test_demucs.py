@@ -1,9 +1,8 @@
 """Demucs torch side: configs, representative seeded weights, the exported core and its
-variants, the INT8 accuracy gate, checkpoints in both upstream formats, fit-to-budget."""
-import json
+variants, the pipeline on the export, the INT8 accuracy gate, fit-to-budget (checkpoints:
+test_demucs_checkpoints.py)."""
 import subprocess
 import sys
-import types
 from fractions import Fraction
 
 import numpy as np
@@ -232,81 +231,6 @@ def test_int8_gate_search_keeps_the_worst_groups_fp32(spec, exported, tmp_path):
                      p.options.resolve({"max_drop": loose["estimated_drop_db"] / 3, "group_depth": 2}), ctx)
     assert strict["fp32_groups"] and strict["estimated_drop_db"] <= loose["estimated_drop_db"] / 3
     assert strict["quantized_groups"] > 0
-
-
-# --- checkpoints ------------------------------------------------------------------------
-
-def _encode(value):
-    if isinstance(value, Fraction):
-        return {"_type": "fraction", "numerator": value.numerator, "denominator": value.denominator}
-    if isinstance(value, dict):
-        return {k: _encode(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_encode(v) for v in value]
-    return value
-
-
-def _save_safetensors(model, path):
-    """The layout `demucs.hf.load_safetensors_model` reads (the writer is not in the wheel)."""
-    from safetensors.torch import save_file
-
-    args, kwargs = model._init_args_kwargs
-    meta = {"klass": f"{type(model).__module__}.{type(model).__name__}", "args": json.dumps(_encode(list(args))),
-            "kwargs": json.dumps(_encode(kwargs))}
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path), metadata=meta)
-
-
-@pytest.fixture
-def omegaconf(monkeypatch):
-    """serialize_model converts the training args with OmegaConf; a plain dict needs no conversion."""
-    try:
-        import omegaconf  # noqa: F401
-    except ImportError:
-        stub = types.ModuleType("omegaconf")
-        stub.OmegaConf = types.SimpleNamespace(to_container=lambda cfg, resolve=True: dict(cfg))
-        monkeypatch.setitem(sys.modules, "omegaconf", stub)
-
-
-@pytest.mark.parametrize("fmt", ["th-half", "th-full", "safetensors"])
-def test_checkpoint_round_trip(spec, tiny, tmp_path, fmt, omegaconf):
-    from demucs.hf import load_safetensors_model
-    from demucs.states import load_model, save_with_checksum, serialize_model
-
-    model = tiny.extra["model"]
-    if fmt == "safetensors":
-        path = tmp_path / "tiny.safetensors"
-        _save_safetensors(model, path)
-        upstream = load_safetensors_model(path)
-    else:
-        save_with_checksum(serialize_model(model, {"epochs": 1}, half=fmt == "th-half"), tmp_path / "tiny.th")
-        (path,) = tmp_path.glob("tiny-*.th")
-        upstream = load_model(path)
-    built = spec.build(checkpoint=str(path))
-    assert built.weights.kind == "checkpoint" and built.weights.sha256
-    assert built.config["arch"] == "htdemucs" and built.config["kwargs"]["segment"] == 0.5
-    feed = host.segment_feed(built.config["segment_samples"], 1, 4)
-    ours = _sources(built.module, feed)
-    with torch.no_grad():
-        theirs = upstream(torch.from_numpy(feed["mix"])).numpy()
-    assert np.abs(ours - theirs).max() < 1e-5  # same weights as demucs' own loader
-    if fmt != "th-half":
-        assert np.array_equal(torch_outputs(built.module, feed, spec.output_names)["wave_out"],
-                              torch_outputs(tiny.module, feed, spec.output_names)["wave_out"])
-
-
-def test_checkpoint_with_foreign_pickle_globals_is_refused(spec, tiny, tmp_path):
-    import argparse
-
-    model = tiny.extra["model"]
-    args, kwargs = model._init_args_kwargs
-    package = {"klass": type(model), "args": args, "kwargs": kwargs, "state": model.state_dict(),
-               "training_args": argparse.Namespace(lr=1)}
-    torch.save(package, tmp_path / "bad.th")
-    with pytest.raises(UserError, match="weights_only"):
-        spec.build(checkpoint=str(tmp_path / "bad.th"))
-    (tmp_path / "junk.th").write_bytes(b"not a checkpoint at all")
-    with pytest.raises(UserError, match="not a Demucs checkpoint"):
-        spec.build(checkpoint=str(tmp_path / "junk.th"))
 
 
 # --- fit to budget ----------------------------------------------------------------------
