@@ -156,11 +156,13 @@ def _measure_cuda(req: dict, trunk, of_cfg, device) -> dict:  # pragma: no cover
 def _nvml_used_mb():  # pragma: no cover - needs a GPU
     try:
         import pynvml
-
+    except ImportError:
+        return None
+    try:
         pynvml.nvmlInit()
         h = pynvml.nvmlDeviceGetHandleByIndex(0)
         return pynvml.nvmlDeviceGetMemoryInfo(h).used / 2**20
-    except Exception:
+    except pynvml.NVMLError:  # no driver: the caller falls back to the allocator's numbers
         return None
 
 
