@@ -16,15 +16,7 @@ from xopt.runtime.models import demucs as host
 torch = pytest.importorskip("torch")
 pytest.importorskip("demucs")
 
-
-@pytest.fixture(scope="module")
-def spec():
-    return get_model("demucs")
-
-
-@pytest.fixture(scope="module")
-def tiny(spec):
-    return spec.build(config="tiny", seed=0)
+from ._demucs_fixtures import spec, tiny  # noqa: E402,F401  (fixtures)
 
 
 def _sources(module, feed):
