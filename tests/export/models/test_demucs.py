@@ -10,7 +10,6 @@ import pytest
 
 from xopt.errors import UserError
 from xopt.export.parity import torch_outputs
-from xopt.registry import get_model
 from xopt.runtime.models import demucs as host
 
 torch = pytest.importorskip("torch")
