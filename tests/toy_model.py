@@ -39,6 +39,7 @@ TOY = ModelSpec(
     example_inputs=lambda built: _feed(16, 16),
     validation_inputs=lambda built: [_feed(16, 16, seed=1), _feed(24, 8, batch=2, seed=2)],
     variants={
+        # sigmoid output in [0, 1]: an absolute bound is already scale-relative (ORT 1.32: max_abs 6e-8)
         "fp32": Variant("fp32", "fp32", (("slim", {}),), Tolerance(max_abs=1e-5)),
         "fp16": Variant("fp16", "fp16", (("fp16", {}),), Tolerance(max_abs=5e-3)),
         "int8": Variant("int8", "int8", (("int8", {"calib_samples": 4}),), Tolerance(mean_abs=0.05)),

@@ -61,7 +61,10 @@ class ParityError(UserError):
             + ("" if d.get("finite", True) else " (NaN/Inf)")
             for name, d in diffs.items()
         ]
-        tol = ", ".join(f"{k}<={v:g}" for k, v in tolerance.items())
+        tol = ", ".join(f"{k}<={v:g}" for k, v in tolerance.items() if k not in ("atol", "rtol"))
+        if "atol" in tolerance or "rtol" in tolerance:  # numpy.allclose-style, against the output's peak
+            combined = f"max_abs<={tolerance.get('atol', 0):g}+{tolerance.get('rtol', 0):g}*max|ref|"
+            tol = ", ".join(t for t in (tol, combined) if t)
         super().__init__(
             f"{artifact} failed the parity check against {reference} ({'; '.join(parts)}; tolerance {tol})",
             "keep more layers in FP32, pick another variant, or loosen the tolerance with --tolerance",

@@ -40,11 +40,19 @@ class Built:
 
 @dataclass(frozen=True)
 class Tolerance:
-    """Parity bounds against FP32 PyTorch; `None` leaves a bound unchecked."""
+    """Parity bounds against FP32 PyTorch; `None` leaves a bound unchecked.
+
+    `atol`/`rtol` combine the way `numpy.allclose` does, but against the output's scale:
+    the largest |difference| must stay within `atol + rtol * max|reference|`. FP32-vs-FP32
+    bounds use them: a runtime upgrade that reorders a sum moves outputs near zero by a large
+    relative amount, so a bare `max_rel` measures reordering noise, not a bug.
+    """
 
     max_abs: float | None = None
     mean_abs: float | None = None
     max_rel: float | None = None
+    atol: float | None = None
+    rtol: float | None = None
 
     def as_dict(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if v is not None}

@@ -69,8 +69,11 @@ OVERFLOW = dataclasses.replace(
     TOY, name="toy-overflow", summary="FP16 overflow test net", build=_build, profile_inputs=_profile_inputs,
     # "hot": the validation inputs already overflow, so the export's parity gate sees the Inf
     shrink=None, configs={"default": {"gain": GAIN}, "hot": {"gain": 100 * GAIN}},
-    variants={"fp32": Variant("fp32", "fp32", (), Tolerance(max_rel=1e-5)),
-              "fp16": Variant("fp16", "fp16", (("fp16", {}), ("fp16-range", {})), Tolerance(max_rel=0.01))},
+    # FP32 vs FP32: ORT 1.32 moved the "hot" outputs (peak ~1.5e5) by max_abs 0.0156, a max_rel of
+    # 1.7e-5 near zero crossings but 1e-7 of the output's scale; bound it against that scale.
+    # FP16 rounds each output to ~5e-4 of its value: 1 % of the scale leaves 20x margin.
+    variants={"fp32": Variant("fp32", "fp32", (), Tolerance(atol=1e-6, rtol=1e-6)),
+              "fp16": Variant("fp16", "fp16", (("fp16", {}), ("fp16-range", {})), Tolerance(rtol=0.01))},
 )
 
 
