@@ -15,7 +15,8 @@ from typing import Any, Callable, Mapping, Sequence
 from xopt import progress
 from xopt.atomic import atomic_path, dir_lock, dumps, is_disk_full
 from xopt.errors import OutputExistsError, UserError
-from xopt.export import parity
+from xopt import compare as parity
+from xopt.runtime.backends.torch_eager import torch_outputs
 from xopt.export.onnx_export import io_signature, opset_of, to_onnx
 from xopt.hashing import sha256_file
 from xopt.manifest import MANIFEST_NAME, Manifest
@@ -103,7 +104,7 @@ class _Exporter:
             self.refs = [reference(f) for f in self.feeds]
 
     def _torch_reference(self, module):
-        return lambda feed: parity.torch_outputs(module, feed, self.spec.output_names)
+        return lambda feed: torch_outputs(module, feed, self.spec.output_names)
 
     def context(self) -> PassContext:
         spec, built = self.spec, self.built

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Iterator
 
 from xopt.atomic import atomic_path, dir_lock, write_json
+from xopt.cache import cache_root
 from xopt.hashing import sha256_file
 from xopt.runtime import engine_meta
 
@@ -27,12 +28,7 @@ KEY_FIELDS = ("onnx_sha256", "flavour", "trt_version", "compute_capabilities", "
 
 
 def default_root(cache_dir: str | Path | None = None) -> Path:
-    if cache_dir:
-        return Path(cache_dir) / "engines"
-    if os.environ.get("XOPT_CACHE_DIR"):
-        return Path(os.environ["XOPT_CACHE_DIR"]) / "engines"
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "xopt" / "engines"
+    return cache_root(cache_dir) / "engines"
 
 
 def cache_key(fields: dict) -> str:

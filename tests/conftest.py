@@ -38,7 +38,7 @@ def _skip_reason(marker: str, config) -> str | None:
     if marker == "trt" and not (_has("tensorrt") or _has("tensorrt_rtx")):
         return 'trt: neither tensorrt nor tensorrt_rtx is installed (pip install "xopt[trt-rtx]")'
     if marker == "openfold" and not _has("openfold"):
-        return "openfold: not installed (python tools/install_openfold.py)"
+        return "openfold: not installed (python models/openfold/install.py)"
     if marker == "tf" and not (_has("tensorflow") and _has("tf2onnx")):
         return 'tf: tensorflow/tf2onnx not installed (pip install "xopt[tf]")'
     return None

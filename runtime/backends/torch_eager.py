@@ -6,6 +6,9 @@ module the exporter traced.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Mapping
+
+import numpy as np
 
 from xopt.errors import UserError
 from xopt.runtime.backends.base import Backend, Session, register_backend
@@ -29,12 +32,25 @@ class TorchSession(Session):
         self.providers = [f"torch-{self.device.type}"]
 
     def _run(self, feeds):
-        from xopt.export.parity import torch_outputs
-
         return torch_outputs(self.module, feeds, self.output_names)
 
     def _close(self):
         self.module = None
+
+
+def torch_outputs(module, feed: Mapping[str, np.ndarray], output_names) -> dict[str, np.ndarray]:
+    import torch
+
+    args = [torch.from_numpy(np.ascontiguousarray(v)) for v in feed.values()]
+    with torch.inference_mode():
+        out = module(*args)
+    if isinstance(out, torch.Tensor):
+        out = (out,)
+    elif isinstance(out, dict):
+        out = tuple(out[n] for n in output_names)
+    if len(out) != len(output_names):
+        raise ValueError(f"module returned {len(out)} outputs, the spec names {len(output_names)}")
+    return {n: t.detach().float().cpu().numpy() for n, t in zip(output_names, out)}
 
 
 def build_from_manifest(path):

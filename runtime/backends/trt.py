@@ -135,7 +135,7 @@ class TrtSession(Session):
         them across processes, so only the first load on a machine pays for compilation."""
         from pathlib import Path
 
-        from xopt.optimize._trt_cache import default_root
+        from xopt.cache import cache_root
 
         self.runtime_cache = {"path": None, "loaded": False}
         config = self._engine.create_runtime_config() if hasattr(self._engine, "create_runtime_config") else None
@@ -143,7 +143,7 @@ class TrtSession(Session):
             return self._engine.create_execution_context()
         gpu_tag = "".join(ch for ch in gpu["name"] if ch.isalnum())
         path = Path(runtime_cache) if runtime_cache else (
-            default_root().parent / "runtime" / f"{meta['engine_sha256'][:16]}-{gpu_tag}-{meta['trt_version']}.cache")
+            cache_root() / "runtime" / f"{meta['engine_sha256'][:16]}-{gpu_tag}-{meta['trt_version']}.cache")
         cache = config.create_runtime_cache()
         if path.exists():
             self.runtime_cache["loaded"] = bool(cache.deserialize(path.read_bytes()))

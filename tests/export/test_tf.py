@@ -276,7 +276,7 @@ def _modnet_registered() -> bool:
 
 def test_cli_export_from_tf_then_profile(models, tmp_path):
     if not _modnet_registered():
-        pytest.skip("the modnet spec (export/models/modnet.py) is not in this tree yet")
+        pytest.skip("the modnet spec (models/modnet) is not in this tree yet")
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     out, reports = tmp_path / "art", tmp_path / "rep"
     cmd = [sys.executable, "-m", "xopt.cli", "-q", "export", "modnet", "--from-tf", str(models["root"] / "sm"),
@@ -298,7 +298,7 @@ def test_cli_export_from_tf_then_profile(models, tmp_path):
 
 def test_cli_reports_the_upsampling_fix_in_one_line(models, tmp_path, capsys):
     if not _modnet_registered():
-        pytest.skip("the modnet spec (export/models/modnet.py) is not in this tree yet")
+        pytest.skip("the modnet spec (models/modnet) is not in this tree yet")
     from xopt.cli import main
 
     code = main(["export", "modnet", "--from-tf", str(models["root"] / "up.keras"), "--out", str(tmp_path / "bad")])

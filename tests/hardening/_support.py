@@ -47,7 +47,7 @@ def cli_process(*args, setup: str = "", cwd=None, timeout: float = 300, popen: b
     limits and true concurrency. `popen` returns the running Popen instead of waiting."""
     code = "\n".join([
         "import sys",
-        "import xopt.cli  # before tests/ joins sys.path: its xopt/ folder would shadow the package",
+        "import xopt.cli  # the installed package, before tests/ joins sys.path",
         f"sys.path.append({TESTS!r})",
         textwrap.dedent(setup),
         f"sys.exit(xopt.cli.main({['-q', *map(str, args)]!r}))",

@@ -16,7 +16,7 @@ pytest.importorskip("onnxruntime")
 
 
 def _photo(h=48, w=64) -> np.ndarray:
-    from xopt.runtime.models.modnet import sample_images
+    from xopt.models.modnet.pipeline import sample_images
 
     return np.ascontiguousarray(sample_images(1)[0][:h * 4:4, :w * 4:4])  # uint8 H x W x 3, up to 128 px
 
@@ -104,7 +104,7 @@ def test_decompression_bomb_is_refused(modnet_export, tmp_path):
 def test_resolution_limit_follows_the_config_and_the_profile(modnet_export):
     from xopt.profiles import get_profile
     from xopt.runtime import load
-    from xopt.runtime.models.modnet import MattingPipeline, max_image_size
+    from xopt.models.modnet.pipeline import MattingPipeline, max_image_size
 
     assert max_image_size() == (4320, 7680)  # the default profile's [targets] max_height/max_width
     assert max_image_size(profile=get_profile("cpu")) == (4320, 7680)

@@ -22,7 +22,7 @@ pytest.importorskip("onnxruntime")
 def photo(tmp_path):
     from PIL import Image
 
-    from xopt.runtime.models.modnet import sample_images
+    from xopt.models.modnet.pipeline import sample_images
 
     path = tmp_path / "in" / "photo.png"
     path.parent.mkdir()
@@ -111,7 +111,7 @@ def _graph(path, name: str, shape: list):
                                          ("input", ["N", "H", "W"])])
 def test_bare_onnx_with_other_inputs_fed_to_the_pipeline(name, shape, tmp_path):
     from xopt.runtime import load
-    from xopt.runtime.models.modnet import MattingPipeline
+    from xopt.models.modnet.pipeline import MattingPipeline
 
     with load(_graph(tmp_path / "other.onnx", name, shape)) as session:
         with pytest.raises(UserError, match=r"other.onnx is not a MODNet graph: it takes .*; pass a MODNet export"):
@@ -205,7 +205,7 @@ class NotATensor:
 
 def _modnet_state():
     torch = pytest.importorskip("torch")
-    from xopt.export.models._modnet_net import MODNet
+    from xopt.models.modnet.net import MODNet
 
     torch.manual_seed(0)
     return MODNet().state_dict()

@@ -12,7 +12,7 @@ pytest.importorskip("onnxruntime")
 
 @pytest.fixture
 def photo(tmp_path):
-    from xopt.runtime.models.modnet import sample_images
+    from xopt.models.modnet.pipeline import sample_images
 
     path = tmp_path / "photo.png"
     Image.fromarray(sample_images(1)[0][::8, ::8]).save(path)

@@ -51,7 +51,7 @@ def _check_rgb(rgb) -> None:
 
 
 def _load_image(path: Path) -> None:
-    from xopt.runtime.models.modnet import to_rgb
+    from xopt.models.modnet.pipeline import to_rgb
 
     try:
         with warnings.catch_warnings():
@@ -108,7 +108,7 @@ def test_image_loader_on_hand_made_png_headers(width, height, depth, colour, row
 @given(hnp.arrays(st.sampled_from([np.uint8, np.uint16, np.float32, np.float64, np.int32, np.bool_, np.complex64]),
                   hnp.array_shapes(min_dims=0, max_dims=4, min_side=0, max_side=6)))
 def test_image_loader_and_preprocessing_on_arbitrary_arrays(a):
-    from xopt.runtime.models.modnet import preprocess, to_rgb
+    from xopt.models.modnet.pipeline import preprocess, to_rgb
 
     try:
         _check_rgb(to_rgb(a, (2160, 3840)))
@@ -154,7 +154,7 @@ def profile_toml(draw) -> str:
 
 def _load_profile(text: str) -> None:
     from xopt.profiles import get_profile
-    from xopt.runtime.models.modnet import max_image_size, profile_inputs
+    from xopt.models.modnet.pipeline import max_image_size, profile_inputs
 
     path = _file("profile.toml", text.encode("utf-8", "surrogatepass"))
     try:
@@ -264,10 +264,10 @@ def _good_report() -> dict:
 def _render(path: Path) -> None:
     from rich.console import Console
 
-    from xopt.commands import _table
+    from xopt.cli.commands import _table
     from xopt.report_schema import load
-    from xopt.runtime.report import comparison, kind_table, print_summary, render_markdown
-    from xopt.runtime.report_html import render_html
+    from xopt.analysis.report import comparison, kind_table, print_summary, render_markdown
+    from xopt.analysis.report_html import render_html
 
     try:
         report = load(path)
@@ -334,7 +334,7 @@ def test_engine_metadata_reader(data):
 @SETTINGS
 @given(st.lists(st.text(max_size=20), max_size=3))
 def test_tolerance_flag_parser(items):
-    from xopt.commands import _tolerances
+    from xopt.cli.commands import _tolerances
 
     try:
         out = _tolerances(items)
@@ -347,7 +347,7 @@ def test_tolerance_flag_parser(items):
 
 
 def test_tolerance_flag_refuses_what_would_disable_or_break_the_gate():
-    from xopt.commands import _tolerances
+    from xopt.cli.commands import _tolerances
 
     assert _tolerances(["int8:mean_abs=0.05"]) == {"int8": {"mean_abs": 0.05}}
     for bad in ("int8:mean_abs=nan", "int8:mean_abs=-1", "int8:mean_abs=inf", "int8:cosine=0.9", "int8"):

@@ -1,5 +1,5 @@
 """OpenFold's FASTA/A3M input and Demucs' audio input as users have them, through the public
-readers (`xopt.runtime.models.openfold.read_input`, the Demucs pipeline's audio reader) and,
+readers (`xopt.models.openfold.pipeline.read_input`, the Demucs pipeline's audio reader) and,
 for audio, `xopt run demucs` on a tiny export: accepted and normalised, or one line naming
 the problem and the fix, with nothing written."""
 from __future__ import annotations
@@ -25,7 +25,7 @@ STANDARD = set("ACDEFGHIKLMNPQRSTVWY")
 
 
 def _read(name: str, text: str):
-    from xopt.runtime.models.openfold import read_input
+    from xopt.models.openfold.pipeline import read_input
 
     path = _DIR / name
     path.write_text(text)
@@ -79,7 +79,7 @@ def test_a3m_rows_of_different_length_are_refused():
 
 
 def test_unreadable_sequence_files():
-    from xopt.runtime.models.openfold import read_input
+    from xopt.models.openfold.pipeline import read_input
 
     path = _DIR / "binary.fasta"
     path.write_bytes(b">q\nMK\xff\xfeV\n")
@@ -122,7 +122,7 @@ sf = pytest.importorskip("soundfile")
 
 
 def _mix(seconds: float, rate: int = 44100) -> np.ndarray:
-    from xopt.runtime.models._demucs_synth import generate
+    from xopt.models.demucs.synth import generate
 
     return generate(seconds, 3, rate)[0]  # [2, L] float32
 
@@ -130,7 +130,7 @@ def _mix(seconds: float, rate: int = 44100) -> np.ndarray:
 @SETTINGS
 @given(st.binary(max_size=400), st.sampled_from([".wav", ".flac", ".ogg", ".bin"]))
 def test_audio_reader_on_arbitrary_bytes(data, suffix):
-    from xopt.runtime.models.demucs import audio
+    from xopt.models.demucs.pipeline import audio
 
     path = _DIR / ("noise" + suffix)
     path.write_bytes(data)

@@ -190,7 +190,7 @@ def test_build_engine_variant_records_the_engine_in_the_manifest(graphs, tmp_pat
 @trt
 def test_modnet_fp16_sm86_engine_builds_here(tmp_path):
     """The MODNet architecture (seeded init) -> ONNX -> FP16 (Resize kept FP32) -> SM86 engine: ~10 s."""
-    net = pytest.importorskip("xopt.export.models._modnet_net")
+    net = pytest.importorskip("xopt.models.modnet.net")
     import numpy as np
     import torch
 

@@ -1,1 +1,0 @@
-"""Model modules: each registers its ModelSpec with xopt.registry at import."""

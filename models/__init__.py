@@ -1,0 +1,1 @@
+"""Model packages: one folder per model, each registering its spec."""

@@ -1,0 +1,118 @@
+"""MODNet portrait matting: the spec. Torch-free at import; the network lives in
+`net`, its weights in `weights`, the numpy side in `xopt.models.modnet.pipeline`.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from xopt.registry import register
+from xopt.models.modnet.pipeline import calibration_feeds, drift, perturb, profile_inputs
+from xopt.spec import Built, ModelSpec, Tolerance, Variant
+
+EXAMPLE_SIZE = (256, 256)  # traced shape
+# INT8 MinMax ranges measured at 256x256 gave the same drift at 512x512 as ranges taken at
+# 512x512 (matte MAE 0.061 vs 0.057), for a quarter of the calibration memory (8 feeds at
+# 512x512 peaked at 2.4 GB RSS in ONNX Runtime's calibrator).
+CALIBRATION_SIZE = (256, 256)
+
+_SLIM = ("slim", {})
+# Resize: onnxconverter-common emits FP16 scales ORT rejects. InstanceNormalization: the
+# variance over a whole 512x512 plane overflows FP16 on GPUs.
+_FP16 = ("fp16", {"op_block_list": ["Resize", "InstanceNormalization"], "keep_io_types": True})
+_INT8 = {"per_channel": True, "activation_type": "uint8", "weight_type": "int8", "calibrate_method": "minmax"}
+
+# Parity bounds on the matte (values in [0, 1]) against PyTorch FP32. Measured on the
+# seeded-random weights at the validation shapes (ORT CPU): FP32 max_abs 1.7e-5; FP16
+# max_abs 0.033 / mean_abs 0.0031; INT8 mean_abs 0.056 (max_abs 0.40), backbone-only INT8
+# the same (the error enters in the first stages and the branches amplify it). Bounds sit at
+# 2-6x those, so a broken artifact (wrong islands, garbage ranges: mean_abs >= 0.2) fails
+# while a real checkpoint's different numbers still pass. A single pixel may legitimately
+# move far at INT8 (an edge crossing), so INT8 is bounded in mean terms only.
+VARIANTS = {
+    "fp32": Variant("fp32", "fp32", passes=(_SLIM,), tolerance=Tolerance(max_abs=1e-4),
+                    description="FP32 after onnxslim (same numbers as the baseline up to float reordering)"),
+    "fp16": Variant("fp16", "fp16", passes=(_SLIM, _FP16), tolerance=Tolerance(max_abs=0.15, mean_abs=0.01),
+                    description="FP16 weights/activations; Resize and InstanceNorm kept FP32; FP32 I/O"),
+    "int8": Variant("int8", "int8", passes=(_SLIM, ("int8", dict(_INT8))), tolerance=Tolerance(mean_abs=0.1),
+                    description="static INT8 QDQ, per-channel S8 weights, U8 activations, MinMax calibration"),
+    "int8-backbone": Variant("int8-backbone", "int8", passes=(_SLIM, ("int8", {**_INT8, "scope": "backbone"})),
+                             tolerance=Tolerance(mean_abs=0.1),
+                             description="INT8 QDQ in the MobileNetV2 backbone only; branches stay FP32"),
+    # TensorRT takes only symmetric Q/DQ (zero point 0) and no INT32 bias.
+    "int8-trt": Variant("int8-trt", "int8",
+                        passes=(_SLIM, ("int8", {**_INT8, "activation_type": "int8", "symmetric": True,
+                                                 "quantize_bias": False})),
+                        tolerance=Tolerance(mean_abs=0.1),
+                        description="INT8 QDQ for TensorRT engines: symmetric S8 activations and weights, FP32 bias"),
+}
+
+
+def build(checkpoint=None, config=None, seed: int = 0) -> Built:
+    from xopt.models.modnet import weights
+    from xopt.models.modnet.net import MODNet
+
+    if checkpoint is not None:
+        module = MODNet()
+        provenance = weights.load_checkpoint(module, checkpoint)
+    else:
+        module, provenance = weights.seeded(seed)
+    module.eval()
+    return Built(module=module, weights=provenance, config=dict(config or {"preset": "default"}))
+
+
+def example_inputs(built: Built) -> dict:
+    return calibration_feeds(1, EXAMPLE_SIZE)[0]
+
+
+def validation_inputs(built: Built) -> list[dict]:
+    """A batch of two at the traced size, and a single portrait-oriented 320x192 (H x W)
+    that the trace never saw: a graph that baked in the traced shape fails here."""
+    pair = calibration_feeds(3, EXAMPLE_SIZE)[1:]
+    return [{"input": np.concatenate([f["input"] for f in pair])},
+            calibration_feeds(4, (320, 192))[3]]
+
+
+def calibration_inputs(built: Built, n: int) -> list[dict]:
+    return calibration_feeds(n, CALIBRATION_SIZE)
+
+
+def engine_shapes(targets) -> dict:
+    """TensorRT optimisation profile from the device profile's (batch, height, width) shapes."""
+    def nchw(key, default):
+        b, h, w = targets.get(key, default)
+        return (int(b), 3, int(h), int(w))
+
+    return {"input": (nchw("min_shape", (1, 256, 256)), nchw("opt_shape", (1, 512, 512)),
+                      nchw("max_shape", (1, 1088, 1920)))}
+
+
+SPEC = register(ModelSpec(
+    name="modnet",
+    summary="MODNet trimap-free portrait matting (MobileNetV2 backbone, 6.5 M parameters)",
+    task="matting",
+    build=build,
+    input_names=["input"],
+    output_names=["output"],
+    dynamic_axes={"input": {0: "batch", 2: "height", 3: "width"}, "output": {0: "batch", 2: "height", 3: "width"}},
+    example_inputs=example_inputs,
+    validation_inputs=validation_inputs,
+    variants=VARIANTS,
+    calibration_inputs=calibration_inputs,
+    drift=drift,
+    perturb=perturb,
+    profile_inputs=profile_inputs,
+    pipeline="xopt.models.modnet.pipeline:MattingPipeline",
+    opset=17,
+    exporter="legacy",
+    configs={"default": {}},
+    covers="whole model (inference graph: normalised RGB in, alpha matte out)",
+    scopes={"backbone": ["/lr_branch/backbone/"]},
+    input_kinds=("image", "video"),
+    drift_keys=("iou", "sad", "mse", "mae", "grad"),
+    engine_shapes=engine_shapes,
+    # the issue's benchmark: ORT FP32 >= 1.5x torch eager; INT8 >= 2x ORT FP32 with matte MAE
+    # drift within 3x the FP32 model's own drift under +-1 grey level of input noise
+    bench_targets={"vs_torch": {"fp32": 1.5}, "vs_fp32": {"int8": 2.0}, "drift_key": "mae", "drift_vs_noise": 3.0},
+    checkpoint_formats="official modnet_photographic_portrait_matting.ckpt (state_dict, DataParallel 'module.' "
+                       "prefix or not), loaded with torch.load(weights_only=True)",
+))

@@ -1,1 +1,0 @@
-"""Numpy-only pre/post-processing of each model, importable without torch."""
