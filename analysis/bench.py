@@ -46,8 +46,8 @@ def bench_model(name: str, variants, artifacts=None, frames: int = 20, profile_n
     for s in sessions.values():
         s.close()
     stats = {k: latency_summary(v) for k, v in times.items()}
-    tg = dict(spec.bench_targets)
-    key = tg.get("drift_key") or (spec.drift_keys[0] if spec.drift_keys else None)
+    tg = spec.bench
+    key = tg.drift_key or (spec.drift_keys[0] if spec.drift_keys else None)
     head = ["contender", "p50 ms", "p90 ms", "speed-up vs torch", "speed-up vs ORT FP32",
             f"drift {key}" if key else "drift", f"noise floor {key}" if key else "", "× noise floor"]
     rows, verdicts, results = [], [], {}
@@ -61,21 +61,21 @@ def bench_model(name: str, variants, artifacts=None, frames: int = 20, profile_n
         rows.append([label, f"{st['p50']:.2f}", f"{st['p90']:.2f}", f"{torch_p50 / st['p50']:.2f}×",
                      f"{fp32_p50 / st['p50']:.2f}×", "–" if d is None else f"{d:.4g}",
                      "–" if nf is None else f"{nf:.4g}", "–" if ratio_noise is None else f"{ratio_noise:.2f}×"])
-    for variant, need in tg.get("vs_torch", {}).items():
+    for variant, need in tg.vs_torch.items():
         got = results.get(f"ort {variant}", {}).get("speedup_vs_torch")
         if got is not None:
             verdicts.append(f"{'MET' if got >= need else 'MISSED'}: ORT {variant} is {got:.2f}× torch eager FP32 "
                             f"(target ≥ {need}×)")
-    for variant, need in tg.get("vs_fp32", {}).items():
+    for variant, need in tg.vs_fp32.items():
         res = results.get(f"ort {variant}")
         if res is None:
             continue
         got = res["speedup_vs_ort_fp32"]
         verdicts.append(f"{'MET' if got >= need else 'MISSED'}: ORT {variant} is {got:.2f}× ORT FP32 (target ≥ {need}×)")
-        if tg.get("drift_vs_noise") and res["drift_vs_noise"] is not None:
-            ok = res["drift_vs_noise"] <= tg["drift_vs_noise"]
+        if tg.drift_vs_noise and res["drift_vs_noise"] is not None:
+            ok = res["drift_vs_noise"] <= tg.drift_vs_noise
             verdicts.append(f"{'MET' if ok else 'MISSED'}: {variant} drift {key} is {res['drift_vs_noise']:.2f}× the "
-                            f"noise floor (target ≤ {tg['drift_vs_noise']}×)")
+                            f"noise floor (target ≤ {tg.drift_vs_noise}×)")
     shape = {k: list(v.shape) for k, v in feeds[0].items()}
     weights = manifest.weights.get("kind")
     return {"schema_version": 1, "kind": "bench", "model": name, "weights": manifest.weights,

@@ -10,23 +10,9 @@ import warnings
 from xopt import __version__
 from xopt.errors import UserError
 
-PASS_FLAG_PASSES = ("fp16", "int8", "int8-dynamic", "int8-gated", "slim", "engine")
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    from xopt.cli.flags import add_pass_options, model_in
 
-
-def _add_pass_options(p: argparse.ArgumentParser) -> None:
-    from xopt.optimize.base import get_pass
-
-    group = p.add_argument_group("optimization pass options (override the model spec's defaults)")
-    for name in PASS_FLAG_PASSES:
-        try:
-            ps = get_pass(name)
-        except UserError:
-            continue  # a pass whose module is absent in this install
-        for opt in ps.options.options:
-            opt.add_to(group, ps.name.replace("-", "_"))
-
-
-def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="xopt", description="Export, optimize, run and profile models for edge GPUs.",
                                      epilog="Headline: xopt export modnet --fp16 && xopt profile modnet")
     parser.add_argument("--version", action="version", version=f"xopt {__version__}")
@@ -55,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--chunk", default=None, help="chunking for models that have it: auto or a size")
     p.add_argument("--tolerance", action="append", default=[], metavar="VARIANT:KEY=VALUE",
                    help="override a parity bound, e.g. int8:mean_abs=0.05")
-    _add_pass_options(p)
+    add_pass_options(p, model_in(list(sys.argv[1:] if argv is None else argv), "export"))
 
     p = sub.add_parser("profile", help="compare variants with the FP32 baseline and write report.json/md/html")
     p.add_argument("model")
@@ -100,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    parser = build_parser()
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     if not args.command:
         parser.print_help()

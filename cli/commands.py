@@ -32,9 +32,9 @@ def _table(title, head, rows):
 
 
 def cmd_list(args) -> int:
-    from xopt.optimize.base import all_passes
-    from xopt.registry import list_models
-    from xopt.runtime.backends.base import all_backends
+    from xopt.optimize.base import PASSES, all_passes
+    from xopt.registry import MODELS, list_models
+    from xopt.runtime.backends.base import BACKENDS, all_backends
 
     con = _console()
     con.print(_table("models", ["model", "task", "variants", "configs", "graph covers"],
@@ -49,6 +49,9 @@ def cmd_list(args) -> int:
     con.print(_table("backends", ["backend", "works here", "why", "description"], rows))
     con.print(_table("optimization passes", ["pass", "description", "options"],
                      [[p.name, p.description, ", ".join(o.name for o in p.options.options)] for p in all_passes()]))
+    broken = [[r.kind, name, why] for r in (MODELS, PASSES, BACKENDS) for name, why in r.unavailable().items()]
+    if broken:  # a module that failed to import is shown, not silently missing
+        con.print(_table("unavailable here", ["kind", "name", "why"], broken))
     return 0
 
 
@@ -89,23 +92,8 @@ def _tolerances(items) -> dict:
     return out
 
 
-def _pass_options(args) -> dict:
-    from xopt.cli import PASS_FLAG_PASSES
-    from xopt.optimize.base import get_pass
-
-    out = {}
-    for name in PASS_FLAG_PASSES:
-        try:
-            p = get_pass(name)
-        except UserError:
-            continue
-        given = p.options.from_namespace(args, p.name.replace("-", "_"))
-        if given:
-            out[name] = given
-    return out
-
-
 def cmd_export(args) -> int:
+    from xopt.cli.flags import pass_options
     from xopt.export.pipeline import export_model
     from xopt.profiles import get_profile
     from xopt.registry import get_model
@@ -128,9 +116,9 @@ def cmd_export(args) -> int:
                         f"use one of {', '.join(variants)}")
     overrides = {}
     if args.chunk:
-        if spec.chunk_options is None:
+        if spec.fit is None or spec.fit.chunk is None:
             raise UserError(f"model {spec.name} has no chunking", "drop --chunk")
-        overrides.update(spec.chunk_options(args.chunk, profile, args.config))
+        overrides.update(spec.fit.chunk(args.chunk, profile, args.config, _fit_paths(spec.name)))
     source = None
     if args.from_tf:
         if args.checkpoint:
@@ -140,13 +128,13 @@ def cmd_export(args) -> int:
         source = tf_source(args.from_tf, spec, layout=args.tf_layout)
     manifest = export_model(spec.name, variants, out_dir=args.out, checkpoint=args.checkpoint, config=args.config,
                             config_overrides=overrides or None, profile=profile, force=args.force,
-                            pass_options=_pass_options(args), seed=args.seed,
+                            pass_options=pass_options(args), seed=args.seed,
                             tolerances=tolerances, source=source)
     if args.engine:
         from xopt.export.engines import add_engines
 
         add_engines(spec, manifest, engine_for, args.engine, profile, force=args.force,
-                    options=_pass_options(args).get("engine"))
+                    options=pass_options(args).get("engine"))
     rows = [[v["name"], v["precision"], v["path"], f"{v['size_bytes'] / 2**20:.1f}",
              f"{v['parity']['max_abs']:.3g}", "pass" if v["parity"]["passed"] else "FAIL",
              ", ".join(f"{e['path']}{' (cache hit)' if e.get('cache_hit') else ''}" for e in v.get("engines", []))]
@@ -203,6 +191,18 @@ def cmd_run(args) -> int:
     return 0
 
 
+def _fit_default_out(model: str) -> Path:
+    return Path("reports") / f"{model}-fit"
+
+
+def _fit_paths(model: str) -> dict:
+    """Where a fit finds the export to calibrate against and an earlier fit report to reuse:
+    the defaults `xopt export` and `xopt fit` write."""
+    from xopt.export.pipeline import default_out_dir
+
+    return {"artifacts": str(default_out_dir(model)), "fit_report": str(_fit_default_out(model) / "report.json")}
+
+
 def cmd_fit(args) -> int:
     from xopt.profiles import get_profile
     from xopt.registry import get_model
@@ -211,9 +211,10 @@ def cmd_fit(args) -> int:
     spec = get_model(args.model)
     if spec.fit is None:
         raise UserError(f"model {spec.name} has no fit-to-budget search", "use xopt profile for its memory")
-    out = Path(args.out) if args.out else Path("reports") / f"{args.model}-fit"
+    out = Path(args.out) if args.out else _fit_default_out(args.model)
     refuse_existing(out, args.force)
-    report = spec.fit(spec, get_profile(args.profile), spec.config(args.config), {"command": _command_line()})
+    report = spec.fit.search(spec, get_profile(args.profile), spec.config(args.config),
+                             {"command": _command_line(), **_fit_paths(spec.name)})
     section = report.get("extra", {}).get("fit", {})
     if section.get("rows"):
         _console().print(_table(f"{spec.name}: fit to {report['profile']['name']}", section["head"], section["rows"]))

@@ -13,10 +13,7 @@ EXTRA_OF = {
     "tensorrt_rtx": "trt-rtx",
     "tensorflow": "tf",
     "tf2onnx": "tf",
-    "openfold": "openfold",
-    "demucs": "demucs",
     "polygraphy": "trt",
-    "soundfile": "demucs",
     "av": "video",
 }
 

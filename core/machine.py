@@ -9,12 +9,16 @@ from functools import lru_cache
 from xopt.extras import dist_version
 
 VERSIONED = ("xopt", "torch", "numpy", "onnx", "onnxruntime", "onnxruntime-gpu", "onnxscript",
-             "onnxconverter-common", "onnxslim", "tensorrt", "tensorrt-rtx", "demucs", "openfold",
-             "tensorflow-cpu", "tf2onnx", "polygraphy")
+             "onnxconverter-common", "onnxslim", "tensorrt", "tensorrt-rtx", "tensorflow-cpu", "tf2onnx",
+             "polygraphy")
 
 
 def versions() -> dict[str, str]:
-    found = {name: dist_version(name) for name in VERSIONED}
+    """Versions of the generic stack and of every registered model's own packages."""
+    from xopt.registry import list_models
+
+    names = list(VERSIONED) + [p for spec in list_models() for p in spec.packages if p not in VERSIONED]
+    found = {name: dist_version(name) for name in names}
     return {k: v for k, v in found.items() if v}
 
 

@@ -48,10 +48,12 @@ class Option:
             raise UserError(f"option {self.name} must be one of {', '.join(self.choices)}, got {out!r}")
         return out
 
-    def add_to(self, parser: argparse.ArgumentParser, prefix: str) -> None:
+    def add_to(self, parser: argparse.ArgumentParser, prefix: str, spec_default: str | None = None) -> None:
+        """`spec_default`: what the model's variants set instead of the pass default, for --help."""
         if not self.cli:
             return
-        help_text = f"{self.description} (default: {self.default!r})".replace("%", "%%")
+        default = f"default: {self.default!r}" + (f"; {spec_default}" if spec_default else "")
+        help_text = f"{self.description} ({default})".replace("%", "%%")
         if self.type == "bool":
             parser.add_argument(self.flag(prefix), dest=self.dest(prefix), action=argparse.BooleanOptionalAction,
                                 default=None, help=help_text)

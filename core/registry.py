@@ -1,46 +1,96 @@
-"""The model registry: the one way the CLI, runtime and tests find models.
+"""One registry type for models, optimization passes and backends.
 
-Model packages live in `xopt.models`; each calls `register(spec)` at import.
-Discovery walks that package, so adding a model touches no generic code.
+Each registry discovers its items by importing the modules of one package (those not starting
+with `_`) and, for models, the `xopt.models` entry-point group, so a separate distribution can
+add a model without touching xopt. A module or entry point that fails to import is not
+dropped silently: it is listed as unavailable, with its error, by `xopt list` and by `get`.
 """
 from __future__ import annotations
 
 import importlib
+import importlib.metadata as md
 import pkgutil
+from typing import Callable, Generic, Iterable, TypeVar
 
-from xopt.errors import UnknownChoiceError
+from xopt.errors import InternalError, UnknownChoiceError, UserError
 from xopt.spec import ModelSpec
 
-_REGISTRY: dict[str, ModelSpec] = {}
-_DISCOVERED = False
+T = TypeVar("T")
 
 
-def register(spec: ModelSpec) -> ModelSpec:
-    if spec.name in _REGISTRY and _REGISTRY[spec.name] is not spec:
-        raise ValueError(f"model {spec.name!r} registered twice")
-    _REGISTRY[spec.name] = spec
-    return spec
+class DuplicateError(InternalError):
+    """Two different objects claim one name: which one runs would depend on import order."""
 
 
-def _discover() -> None:
-    global _DISCOVERED
-    if _DISCOVERED:
-        return
-    pkg = importlib.import_module("xopt.models")  # by name: generic code never imports a model
+class Registry(Generic[T]):
+    def __init__(self, kind: str, package: str, *, group: str | None = None, skip: Iterable[str] = (),
+                 name_of: Callable[[T], str] = lambda item: item.name, packages_only: bool = False):
+        self.kind = kind
+        self.package = package
+        self.group = group
+        self.skip = set(skip)
+        self.name_of = name_of
+        self.packages_only = packages_only  # models are folders; passes and backends are modules
+        self.items: dict[str, T] = {}
+        self.failures: dict[str, str] = {}  # name -> why it could not be imported
+        self._discovered = False
 
-    for info in pkgutil.iter_modules(pkg.__path__):
-        if info.ispkg and not info.name.startswith("_"):
-            importlib.import_module(f"{pkg.__name__}.{info.name}")
-    _DISCOVERED = True
+    def register(self, item: T) -> T:
+        name = self.name_of(item)
+        if name in self.items and self.items[name] is not item:
+            raise DuplicateError(f"{self.kind} {name!r} registered twice "
+                                 f"({type(self.items[name]).__module__} and {type(item).__module__})")
+        self.items[name] = item
+        self.failures.pop(name, None)
+        return item
+
+    def discover(self) -> None:
+        if self._discovered:
+            return
+        self._discovered = True  # first, so a module importing the registry back does not recurse
+        pkg = importlib.import_module(self.package)
+        for info in pkgutil.iter_modules(pkg.__path__):
+            if info.name.startswith("_") or info.name in self.skip or (self.packages_only and not info.ispkg):
+                continue
+            try:
+                importlib.import_module(f"{self.package}.{info.name}")
+            except Exception as exc:  # shown by `xopt list`; a broken plug-in must not hide the others
+                self.failures.setdefault(info.name, _why(exc))
+        for ep in md.entry_points(group=self.group) if self.group else ():
+            try:
+                loaded = ep.load()
+            except Exception as exc:  # same: listed as unavailable with its error
+                self.failures.setdefault(ep.name, f"entry point {ep.value}: {_why(exc)}")
+                continue
+            if not isinstance(loaded, type(importlib)):  # a module registers itself on import
+                self.register(loaded)
+
+    def get(self, name: str) -> T:
+        if name not in self.items:
+            self.discover()
+        if name in self.items:
+            return self.items[name]
+        if name in self.failures:
+            raise UserError(f"{self.kind} {name} is unavailable here ({self.failures[name]})",
+                            "install what it needs (see xopt list)")
+        raise UnknownChoiceError(self.kind, name, self.items)
+
+    def all(self) -> list[T]:
+        self.discover()
+        return [self.items[k] for k in sorted(self.items)]
+
+    def unavailable(self) -> dict[str, str]:
+        self.discover()
+        return {k: v for k, v in sorted(self.failures.items()) if k not in self.items}
 
 
-def get_model(name: str) -> ModelSpec:
-    _discover()
-    if name not in _REGISTRY:
-        raise UnknownChoiceError("model", name, _REGISTRY)
-    return _REGISTRY[name]
+def _why(exc: BaseException) -> str:
+    return " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
 
 
-def list_models() -> list[ModelSpec]:
-    _discover()
-    return [_REGISTRY[k] for k in sorted(_REGISTRY)]
+# third-party models: an entry point in the group "xopt.models" naming a ModelSpec or a module
+# that registers one, e.g. `[project.entry-points."xopt.models"] mymodel = "mypkg.spec:SPEC"`
+MODELS: Registry[ModelSpec] = Registry("model", "xopt.models", group="xopt.models", packages_only=True)
+register = MODELS.register
+get_model = MODELS.get
+list_models = MODELS.all

@@ -1,17 +1,51 @@
-"""What a model module declares. Generic code (export, optimize, runtime, profiler, CLI)
+"""What a model package declares. Generic code (export, optimize, runtime, analysis, CLI)
 only ever reads these fields; model knowledge lives behind them.
 
-Spec modules must import without torch (the runtime ships without it): import torch
-inside the callables.
+A spec must import without torch (the runtime ships without it), so its hooks may be given
+as "module:attr" references: `resolve` imports the module the first time the hook is called.
 """
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping, Sequence
-
-import numpy as np
+from typing import Any, Callable, Mapping, Sequence, Union
 
 Feed = dict  # input name -> np.ndarray
+
+
+def resolve(ref: str) -> Any:
+    """The object a "module:attr" reference names (attr may be dotted)."""
+    module_name, sep, attr = ref.partition(":")
+    if not sep or not module_name or not attr:
+        raise ValueError(f"hook reference {ref!r} is not of the form 'module:attr'")
+    obj: Any = importlib.import_module(module_name)
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+class Hook:
+    """A callable standing for a "module:attr" reference, imported on first call."""
+
+    def __init__(self, ref: str):
+        self.ref = ref
+        self.__name__ = ref.rpartition(":")[2].rpartition(".")[2]
+        self._target: Callable | None = None
+
+    def __call__(self, *args, **kwargs):
+        if self._target is None:
+            self._target = resolve(self.ref)
+        return self._target(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"Hook({self.ref!r})"
+
+
+HookRef = Union[Callable[..., Any], str]  # a callable, or "module:attr"
+
+
+def hook(value: HookRef | None) -> Callable[..., Any] | None:
+    return Hook(value) if isinstance(value, str) else value
 
 
 @dataclass
@@ -35,7 +69,8 @@ class Built:
     module: Any  # torch.nn.Module in eval mode
     weights: Weights
     config: dict = field(default_factory=dict)  # the configuration it was built with (preset + overrides)
-    extra: dict = field(default_factory=dict)  # model-private state the spec's callables may share
+    settings: dict = field(default_factory=dict)  # resolved knobs (e.g. chunk sizes) the manifest records
+    extra: dict = field(default_factory=dict)  # model-private state its own hooks share; generic code never reads it
 
 
 @dataclass(frozen=True)
@@ -71,49 +106,87 @@ class Variant:
     export_config: Mapping[str, Any] | None = None  # a variant that needs its own graph (e.g. other chunking)
 
 
+@dataclass(frozen=True)
+class FitHooks:
+    """Fit-to-budget (built on `xopt.fitting`). `search(spec, profile, config, options) -> report
+    dict of kind "fit"`; `chunk(value, profile, config_name, options) -> config overrides` for
+    `xopt export --chunk VALUE`. `options` carry the caller's paths: "artifacts" (an export to
+    calibrate against) and "fit_report" (an earlier `xopt fit` report to reuse)."""
+
+    search: HookRef
+    chunk: HookRef | None = None
+
+    def __post_init__(self):
+        object.__setattr__(self, "search", hook(self.search))
+        object.__setattr__(self, "chunk", hook(self.chunk))
+
+
+@dataclass(frozen=True)
+class EngineHooks:
+    """TensorRT engines. `shapes(model targets of the device profile) -> {input: (min, opt, max)}`."""
+
+    shapes: HookRef | None = None
+    int8_variant: str = "int8"  # the variant an `--engine --int8` build uses (TensorRT wants symmetric Q/DQ)
+
+    def __post_init__(self):
+        object.__setattr__(self, "shapes", hook(self.shapes))
+
+
+@dataclass(frozen=True)
+class BenchTargets:
+    """What `xopt bench` checks: minimum speed-ups per variant, and drift against the noise floor."""
+
+    vs_torch: Mapping[str, float] = field(default_factory=dict)  # ORT variant vs torch eager
+    vs_fp32: Mapping[str, float] = field(default_factory=dict)  # variant vs ORT FP32
+    drift_key: str | None = None  # default: the spec's first drift key
+    drift_vs_noise: float | None = None  # drift at most this many noise floors
+
+
+#: ModelSpec fields that hold hooks ("module:attr" strings are wrapped in a lazy Hook)
+_HOOKS = ("build", "example_inputs", "validation_inputs", "calibration_inputs", "drift", "perturb",
+          "profile_inputs", "budget_checks", "shrink")
+
+
 @dataclass
 class ModelSpec:
     name: str
-    summary: str
     task: str
     # torch side
-    build: Callable[..., Built]  # build(checkpoint=None, config=None, seed=0) -> Built
+    build: HookRef  # build(checkpoint=None, config=None, seed=0) -> Built
     input_names: Sequence[str]
     output_names: Sequence[str]
     dynamic_axes: Mapping[str, Mapping[int, str]]
-    example_inputs: Callable[[Built], Feed]  # traced shapes
-    validation_inputs: Callable[[Built], list[Feed]]  # parity shapes; include one the trace did not see
+    example_inputs: HookRef  # (Built) -> Feed: traced shapes
+    validation_inputs: HookRef  # (Built) -> list[Feed]: parity shapes; include one the trace did not see
     variants: Mapping[str, Variant]
-    calibration_inputs: Callable[[Built, int], Iterable[Feed]]
+    calibration_inputs: HookRef  # (Built, n) -> Iterable[Feed]
     # numpy side (importable without torch)
-    drift: Callable[[Mapping[str, np.ndarray], Mapping[str, np.ndarray], Feed], dict]
-    perturb: Callable[[Feed, np.random.Generator], Feed]  # ±1 input quantum, for the noise floor
-    profile_inputs: Callable[[Mapping[str, Any], int, int], list[Feed]]  # (profile, n, seed)
+    drift: HookRef  # (ref outputs, variant outputs, feed) -> dict of domain terms
+    perturb: HookRef  # (Feed, np.random.Generator) -> Feed: ±1 input quantum, for the noise floor
+    profile_inputs: HookRef  # (profile targets, n, seed) -> list[Feed]
     pipeline: str = ""  # "module:Class" of the numpy pipeline an app embeds
     opset: int = 17
     exporter: str = "legacy"  # legacy | dynamo
     export_options: Mapping[str, Any] = field(default_factory=dict)  # extra torch.onnx.export kwargs
-    patchers: Sequence[Callable] = ()  # each: module -> context manager active during export
+    patchers: Sequence[HookRef] = ()  # each: module -> context manager active during export
     configs: Mapping[str, Mapping[str, Any]] = field(default_factory=lambda: {"default": {}})
     default_config: str = "default"
     covers: str = "whole model"  # what part of the model the exported graph is
     scopes: Mapping[str, Sequence[str]] = field(default_factory=dict)  # named node-name prefixes (e.g. backbone)
-    input_kinds: Sequence[str] = ()  # file kinds `xopt run` accepts, e.g. ("image", "video")
     drift_keys: Sequence[str] = ()  # drift terms shown in summaries, most important first
-    budget_checks: Callable[[Mapping[str, Any], Mapping[str, Any]], list[dict]] | None = None
-    extras_needed: Sequence[str] = ()  # optional extras the torch side needs, e.g. ("openfold",)
-    checkpoint_formats: str = ""  # human description for --help
-    # fit(spec, profile, config, options) -> report dict of kind "fit"; None: the model has no fit search
-    fit: Callable[..., dict] | None = None
-    # chunk_options(value, profile, config_name) -> config overrides for `xopt export --chunk`
-    chunk_options: Callable[..., dict] | None = None
+    budget_checks: HookRef | None = None  # (model targets, result) -> list of check dicts
     # shrink(model targets) -> smaller targets (half the resolution, a shorter segment, fewer residues) or
     # None at the floor; the profiler uses it to say what does fit when a run runs out of memory
-    shrink: Callable[[Mapping[str, Any]], dict | None] | None = None
-    # engine_shapes(model targets of the device profile) -> {input: (min, opt, max)} for TensorRT profiles
-    engine_shapes: Callable[[Mapping[str, Any]], dict] | None = None
-    # bench targets: {"vs_torch": {variant: min speed-up}, "vs_fp32": {variant: min}, "drift_key", "drift_vs_noise"}
-    bench_targets: Mapping[str, Any] = field(default_factory=dict)
+    shrink: HookRef | None = None
+    packages: Sequence[str] = ()  # distributions whose versions every report records, e.g. ("demucs",)
+    fit: FitHooks | None = None
+    engine: EngineHooks = field(default_factory=EngineHooks)
+    bench: BenchTargets = field(default_factory=BenchTargets)
+
+    def __post_init__(self):
+        for name in _HOOKS:
+            setattr(self, name, hook(getattr(self, name)))
+        self.patchers = tuple(hook(p) for p in self.patchers)
 
     def variant(self, name: str) -> Variant:
         from xopt.errors import UnknownChoiceError

@@ -7,13 +7,9 @@ from typing import Sequence
 from xopt import progress
 from xopt.atomic import dir_lock
 
-#: by convention a spec names its TensorRT-ready INT8 graph (symmetric S8, no INT32 bias) "int8-trt"
-TRT_INT8 = "int8-trt"
-
-
 def engine_variants(spec, fp16: bool, int8: bool) -> list[str]:
     """Which variants get an engine for `--engine` with these precision flags."""
-    out = (["fp16"] if fp16 else []) + ([TRT_INT8 if TRT_INT8 in spec.variants else "int8"] if int8 else [])
+    out = (["fp16"] if fp16 else []) + ([spec.engine.int8_variant] if int8 else [])
     return out or ["fp32"]
 
 
@@ -30,7 +26,7 @@ def add_engines(spec, manifest, variants: Sequence[str], backend: str, profile, 
                 options: dict | None = None):
     from xopt.optimize.engine import attach_engine, build_engine_variant
 
-    shapes = spec.engine_shapes(profile.model_targets(spec.name)) if spec.engine_shapes else None
+    shapes = spec.engine.shapes(profile.model_targets(spec.name)) if spec.engine.shapes else None
     with dir_lock(manifest.directory):
         for v in variants:
             with progress.step(f"{spec.name} {v}: {backend} engine for {profile.name}") as facts:

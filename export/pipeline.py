@@ -110,7 +110,7 @@ class _Exporter:
         spec, built = self.spec, self.built
         return PassContext(model=spec.name, scopes={k: list(v) for k, v in spec.scopes.items()},
                            calibration=lambda n: spec.calibration_inputs(built, n), profile=self.profile,
-                           workdir=self.workdir, extra={"config": self.config})
+                           workdir=self.workdir)
 
     def export_graph(self, built: Built, dest: Path) -> Path:
         spec = self.spec
@@ -165,8 +165,8 @@ class _Exporter:
         }
         if variant.export_config is not None:
             entry["export_config"] = dict(variant.export_config)
-        if built.extra.get("settings"):
-            entry["settings"] = built.extra["settings"]  # resolved knobs, e.g. chunk sizes, for the reader
+        if built.settings:
+            entry["settings"] = built.settings  # resolved knobs, e.g. chunk sizes, for the reader
         return staged, entry
 
 

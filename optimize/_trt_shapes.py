@@ -1,4 +1,4 @@
-"""Optimisation-profile shapes: the `ctx.extra["shapes"]` contract, its text form for the
+"""Optimisation-profile shapes: the `PassContext.engine_shapes` contract, its text form for the
 command line, and validation against the graph's inputs.
 
 Contract: ``{input_name: (min_shape, opt_shape, max_shape)}`` with each shape a full-rank

@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from xopt.errors import UnknownChoiceError
 from xopt.options import Option, OptionSet
+from xopt.registry import Registry
 
 
 @dataclass
@@ -22,7 +22,8 @@ class PassContext:
     profile: Any = None  # xopt.profiles.DeviceProfile
     workdir: Path | None = None
     cache_dir: Path | None = None
-    extra: dict = field(default_factory=dict)
+    engine_shapes: dict | None = None  # {input: (min, opt, max)}: TensorRT optimisation profiles (see _trt_shapes)
+    rebuild_command: str | None = None  # what an engine mismatch tells the user to run
 
 
 class Pass:
@@ -36,36 +37,10 @@ class Pass:
         raise NotImplementedError
 
 
-_PASSES: dict[str, Pass] = {}
+PASSES: Registry[Pass] = Registry("optimization pass", "xopt.optimize", skip=("base", "pipeline"))
+register_pass = PASSES.register
+get_pass = PASSES.get
+all_passes = PASSES.all
 
 
-def register_pass(p: Pass) -> Pass:
-    _PASSES[p.name] = p
-    return p
-
-
-def _discover() -> None:
-    import importlib
-    import pkgutil
-
-    import xopt.optimize as pkg
-
-    for info in pkgutil.iter_modules(pkg.__path__):
-        if info.name not in ("base", "pipeline") and not info.name.startswith("_"):
-            importlib.import_module(f"{pkg.__name__}.{info.name}")
-
-
-def get_pass(name: str) -> Pass:
-    if name not in _PASSES:
-        _discover()
-    if name not in _PASSES:
-        raise UnknownChoiceError("optimization pass", name, _PASSES)
-    return _PASSES[name]
-
-
-def all_passes() -> list[Pass]:
-    _discover()
-    return [_PASSES[k] for k in sorted(_PASSES)]
-
-
-__all__ = ["Pass", "PassContext", "Option", "OptionSet", "register_pass", "get_pass", "all_passes"]
+__all__ = ["Pass", "PassContext", "Option", "OptionSet", "PASSES", "register_pass", "get_pass", "all_passes"]

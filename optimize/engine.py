@@ -1,6 +1,6 @@
 """The `engine` pass: ONNX -> serialized TensorRT / TensorRT-RTX engine for a device profile.
 
-Shapes come from `ctx.extra["shapes"]` (contract in optimize/_trt_shapes.py) or the
+Shapes come from `ctx.engine_shapes` (contract in optimize/_trt_shapes.py) or the
 `shapes` option; the workspace is capped from the profile's VRAM budget; the target
 compute capability is the profile's (rtx3060-laptop-12gb -> SM86). Engines are cached
 (optimize/_trt_cache.py) and always built in a child process (optimize/_trt_build.py):
@@ -62,7 +62,7 @@ class EnginePass(Pass):
         fl, version = trt_env.require_flavour(opts["backend"])
         facts = _trt_graph.read(src)
         precision = resolve_precision(opts["precision"], facts)
-        given = _trt_shapes.parse_text(opts["shapes"]) if opts["shapes"] else (ctx.extra or {}).get("shapes")
+        given = _trt_shapes.parse_text(opts["shapes"]) if opts["shapes"] else ctx.engine_shapes
         shapes = _trt_shapes.normalise(given, facts.inputs)
         target, local = _targets(fl.name, opts["compute_capability"], ctx.profile)
         root = default_root(ctx.cache_dir)
@@ -136,8 +136,8 @@ def _timing_cache_path(option: str, root: Path, flavour: str, version: str, sm: 
 
 
 def _rebuild_command(ctx: PassContext, flavour: str, precision: str) -> str:
-    if (ctx.extra or {}).get("rebuild_command"):
-        return ctx.extra["rebuild_command"]
+    if ctx.rebuild_command:
+        return ctx.rebuild_command
     prec = "" if precision == "fp32" else f" --{precision}"
     prof = f" --profile {ctx.profile.name}" if getattr(ctx.profile, "name", None) else ""
     return f"xopt export {ctx.model} --engine {flavour}{prec}{prof} --force"
@@ -203,8 +203,8 @@ def build_engine_variant(manifest, variant: str, backend: str = "trt-rtx", preci
     prec_flag = f" --{src_entry['precision']}" if src_entry.get("precision") in ("fp16", "int8") else ""
     ctx = PassContext(model=manifest.model, profile=profile, workdir=Path(manifest.directory),
                       cache_dir=Path(cache_dir) if cache_dir else None,
-                      extra={"shapes": shapes, "rebuild_command":
-                             f"xopt export {manifest.model} --engine {backend}{prec_flag} --profile {profile.name} --force"})
+                      engine_shapes=shapes, rebuild_command=f"xopt export {manifest.model} --engine {backend}"
+                                                            f"{prec_flag} --profile {profile.name} --force")
     facts = EnginePass().apply(manifest.path_of(variant), dst,
                                {**(options or {}), "backend": backend, "precision": precision}, ctx)
     return {"path": rel, "sha256": facts["engine_sha256"], "backend": backend, "precision": facts["precision"],

@@ -100,8 +100,9 @@ def load_pipeline(path_or_manifest, backend: str = "ort-cpu", variant: str | Non
         raise UserError(f"model {spec.name} has no runtime pipeline", "use xopt.runtime.load for raw sessions")
     module_name, _, cls_name = spec.pipeline.partition(":")
     cls = getattr(importlib.import_module(module_name), cls_name)
+    entry = manifest.variant(variant or "fp32")
     session = load(manifest, backend=backend, variant=variant, **options)
-    return cls(session, pipeline_config(manifest))
+    return cls(session, pipeline_config(manifest), variant=entry)
 
 
 def pipeline_config(manifest) -> dict:

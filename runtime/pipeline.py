@@ -15,9 +15,12 @@ class Pipeline:
     #: file kinds `process_file` accepts, for `xopt run --help`
     input_kinds: tuple[str, ...] = ()
 
-    def __init__(self, session: Session, config: dict | None = None):
+    def __init__(self, session: Session, config: dict | None = None, variant: dict | None = None):
+        """`config`: the export's config (and weights provenance); `variant`: the manifest's entry
+        of the variant `session` runs (precision, export_config, settings), when it came from one."""
         self.session = session
         self.config = dict(config or {})
+        self.variant = dict(variant or {})
 
     def __call__(self, raw: Any) -> Any:
         """End to end on one raw input (an image, a track, a sequence)."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from xopt.registry import _REGISTRY, register
+from xopt.registry import MODELS, register
 from xopt.spec import Built, ModelSpec, Tolerance, Variant, Weights
 
 
@@ -33,7 +33,7 @@ def _drift(ref, out, feed):
 
 
 TOY = ModelSpec(
-    name="toy", summary="three-conv test net", task="testing", build=_build,
+    name="toy", task="testing", build=_build,
     input_names=["input"], output_names=["output"],
     dynamic_axes={"input": {0: "batch", 2: "height", 3: "width"}, "output": {0: "batch", 2: "height", 3: "width"}},
     example_inputs=lambda built: _feed(16, 16),
@@ -55,6 +55,6 @@ TOY = ModelSpec(
 
 
 def ensure_registered() -> ModelSpec:
-    if "toy" not in _REGISTRY:
+    if "toy" not in MODELS.items:
         register(TOY)
     return TOY

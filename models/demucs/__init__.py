@@ -10,7 +10,7 @@ from typing import Any, Mapping
 
 from xopt.registry import register
 from xopt.models.demucs import pipeline as host
-from xopt.spec import Built, ModelSpec, Tolerance, Variant, Weights
+from xopt.spec import Built, FitHooks, ModelSpec, Tolerance, Variant, Weights
 
 SOURCES = ["drums", "bass", "other", "vocals"]
 _COMMON = {"sources": SOURCES, "audio_channels": 2, "samplerate": 44100}
@@ -173,44 +173,6 @@ def calibration_inputs(built: Built, n: int) -> list[dict]:
     return [_feed(built, 1, 100 + i) for i in range(n)]
 
 
-def _patchers():
-    """Export-time context managers (lazy: this module imports without torch)."""
-
-    def no_mha_fastpath(module):
-        from xopt.models.demucs.patch import no_mha_fastpath as patch
-
-        return patch(module)
-
-    def precise_reductions(module):
-        from xopt.models.demucs.patch import precise_reductions as patch
-
-        return patch(module)
-
-    def constant_positional_embeddings(module):
-        from xopt.models.demucs.patch import constant_positional_embeddings as patch
-
-        return patch(module)
-
-    def fusable_gelu(module):
-        from xopt.models.demucs.patch import fusable_gelu as patch
-
-        return patch(module)
-
-    return (no_mha_fastpath, precise_reductions, fusable_gelu, constant_positional_embeddings)
-
-
-def fit(spec, profile, config=None, options: Mapping[str, Any] | None = None) -> dict:
-    from xopt.models.demucs.budget import fit_to_budget
-
-    return fit_to_budget(spec, profile, config, options or {})
-
-
-def chunk_options(value, profile, config_name=None) -> dict:
-    from xopt.models.demucs.budget import chunk_options as choose
-
-    return choose(value, profile, config_name)
-
-
 def budget_checks(targets: Mapping[str, Any], result: Mapping[str, Any]) -> list[dict]:
     """Real-time factor of a whole track (the end-to-end run over the pipeline's synthetic
     tracks) against the profile's `real_time_factor` target."""
@@ -222,9 +184,14 @@ def budget_checks(targets: Mapping[str, Any], result: Mapping[str, Any]) -> list
              "value": round(rtf, 3), "limit": targets["real_time_factor"], "unit": "x"}]
 
 
+def shrink(targets: Mapping[str, Any]) -> dict | None:
+    """Half the batch of segments per call (the exported graph fixes the segment length)."""
+    batch = int(targets.get("batch") or targets.get("max_batch") or 1)
+    return None if batch <= 1 else {**targets, "batch": batch // 2}
+
+
 SPEC = register(ModelSpec(
     name="demucs",
-    summary="Demucs/HTDemucs music source separation (drums, bass, other, vocals)",
     task="separation",
     build=build,
     input_names=["mix", "spec"],
@@ -240,17 +207,16 @@ SPEC = register(ModelSpec(
     pipeline="xopt.models.demucs.pipeline:SeparationPipeline",
     opset=18,
     exporter="dynamo",
-    patchers=_patchers(),
+    # export-time context managers, by reference: this module imports without torch
+    patchers=tuple(f"xopt.models.demucs.patch:{name}" for name in
+                   ("no_mha_fastpath", "precise_reductions", "fusable_gelu", "constant_positional_embeddings")),
     configs=CONFIGS,
     default_config="htdemucs",
     covers="real-valued core (mix, CaC spectrogram) -> (spectral CaC output, time-branch output); "
            "normalisation, STFT/iSTFT and overlap-add run on the host",
-    input_kinds=("audio",),
     drift_keys=("sdr_mean_db", "sdr_min_db"),
     budget_checks=budget_checks,
-    extras_needed=("demucs",),
-    checkpoint_formats=".th package written by demucs.states (klass/args/kwargs/state), or a safetensors "
-                       "file as demucs.hf reads (kwargs in its metadata)",
-    fit=fit,
-    chunk_options=chunk_options,
+    packages=("demucs",),
+    shrink=shrink,
+    fit=FitHooks(search="xopt.models.demucs.budget:fit_to_budget", chunk="xopt.models.demucs.budget:chunk_options"),
 ))

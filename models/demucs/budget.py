@@ -10,15 +10,13 @@ host `xopt profile` measures the real VRAM peak.
 """
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 import time
 from typing import Any, Mapping
 
 import numpy as np
 
 from xopt.errors import BudgetError, UserError
+from xopt.fitting import measure_in_fresh_process, nnls, parse_chunk
 
 CUDA_CONTEXT_MB = 400.0  # CUDA context + cuDNN/cuBLAS workspaces of an ORT CUDA session, typical
 POINTS = ((1, 1 / 3), (1, 2 / 3), (1, 1.0), (2, 2 / 3))  # (batch, fraction of the largest measured segment)
@@ -47,44 +45,27 @@ def measure_point(config: Mapping[str, Any], batch: int, seconds: float, seed: i
             "activation_mb": host_peak_mb() - base, "parameters": c["parameters"]}
 
 
+def point(req: dict) -> dict:
+    """What `xopt.fitting.measure_in_fresh_process` calls: one torch point, or one ORT run."""
+    if "ort" in req:
+        return measure_ort(req["ort"])
+    return measure_point(req["config"], req["batch"], req["seconds"], req["seed"])
+
+
 def _measure_in_subprocess(config, batch, seconds, seed) -> dict:
-    payload = json.dumps({"config": dict(config), "batch": batch, "seconds": seconds, "seed": seed})
-    proc = subprocess.run([sys.executable, "-m", "xopt.models.demucs.budget", payload],
-                          capture_output=True, text=True, timeout=1800)
-    if proc.returncode != 0:
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
-        raise UserError(f"measuring batch {batch} x {seconds} s failed: {tail[0][:300]}",
-                        "check that the demucs extra is installed and memory is free")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return measure_in_fresh_process("xopt.models.demucs.budget:point",
+                                    {"config": dict(config), "batch": batch, "seconds": seconds, "seed": seed},
+                                    what=f"measuring batch {batch} x {seconds} s",
+                                    fix="check that the demucs extra is installed and memory is free")
 
 
 def fit_curve(points: list[dict]) -> dict:
-    """Non-negative least squares of activation_mb = a + B·(b·L + c·L²) (B batch, L samples):
-    every subset of the three terms is fitted and the best one with no negative term kept."""
-    from itertools import combinations
-
+    """Non-negative least squares of activation_mb = a + B·(b·L + c·L²) (B batch, L samples)."""
     L = np.array([p["samples"] for p in points], dtype=np.float64)
     B = np.array([p["batch"] for p in points], dtype=np.float64)
-    y = np.array([p["activation_mb"] for p in points], dtype=np.float64)
-    scale = max(L.max(), 1.0)
-    x = L / scale
-    columns = [np.ones_like(x), B * x, B * x * x]
-    best = (np.inf, np.zeros(3))
-    for k in (1, 2, 3):
-        for subset in combinations(range(3), k):
-            design = np.stack([columns[i] for i in subset], axis=1)
-            coef, *_ = np.linalg.lstsq(design, y, rcond=None)
-            if (coef < 0).any():
-                continue
-            rss = float(np.sum((y - design @ coef) ** 2))
-            if rss < best[0] - 1e-9:
-                full = np.zeros(3)
-                full[list(subset)] = coef
-                best = (rss, full)
-    coef = best[1]
-    return {"a_mb": float(coef[0]), "b_mb_per_sample": float(coef[1] / scale),
-            "c_mb_per_sample2": float(coef[2] / scale ** 2),
-            "rms_residual_mb": float(np.sqrt(best[0] / len(y))) if len(y) and np.isfinite(best[0]) else 0.0}
+    coef, rss = nnls([np.ones_like(L), B * L, B * L * L], [p["activation_mb"] for p in points])
+    return {"a_mb": float(coef[0]), "b_mb_per_sample": float(coef[1]), "c_mb_per_sample2": float(coef[2]),
+            "rms_residual_mb": float(np.sqrt(rss / len(L))) if len(L) else 0.0}
 
 
 def predict_mb(curve: Mapping[str, float], samples: int, batch: int, weights_mb: float, precision: str,
@@ -134,12 +115,14 @@ def measure_ort(artifact: str, batch: int = 1) -> dict:
 
 def _ort_calibration(cfg, options, curve, measure_sub) -> dict | None:
     """Scale the torch-measured curve to ONNX Runtime with one run of the exported graph, when
-    an export of this config exists (options["artifacts"], else artifacts/demucs)."""
+    the caller names an export of this config (options["artifacts"])."""
     from pathlib import Path
 
     from xopt.manifest import MANIFEST_NAME, load
 
-    art = Path(options.get("artifacts") or Path("artifacts") / "demucs")
+    if not options.get("artifacts"):
+        return None
+    art = Path(options["artifacts"])
     if not (art / MANIFEST_NAME).exists():
         return None
     manifest = load(art)
@@ -153,11 +136,9 @@ def _ort_calibration(cfg, options, curve, measure_sub) -> dict | None:
 
 
 def _measure_ort_in_subprocess(artifact: str) -> dict:
-    proc = subprocess.run([sys.executable, "-m", "xopt.models.demucs.budget", json.dumps({"ort": artifact})],
-                          capture_output=True, text=True, timeout=1800)
-    if proc.returncode != 0:
-        raise UserError(f"measuring {artifact} on ONNX Runtime failed", "check that onnxruntime is installed")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return measure_in_fresh_process("xopt.models.demucs.budget:point", {"ort": artifact},
+                                    what=f"measuring {artifact} on ONNX Runtime",
+                                    fix="check that onnxruntime is installed")
 
 
 def fit_to_budget(spec, profile, config: Mapping[str, Any] | None, options: Mapping[str, Any]) -> dict:
@@ -222,27 +203,13 @@ def fit_to_budget(spec, profile, config: Mapping[str, Any] | None, options: Mapp
     }
 
 
-def chunk_options(value, profile, config_name=None) -> dict:
-    """`xopt export demucs --chunk VALUE`: `auto` runs the fit; a number is a segment in seconds."""
-    from xopt.registry import get_model
+def chunk_options(value, profile, config_name=None, options: Mapping[str, Any] | None = None) -> dict:
+    """The fit hook for `xopt export demucs --chunk VALUE`: `auto` runs the fit; a number is a
+    segment in seconds."""
+    from xopt.models.demucs import SPEC
 
-    text = str(value).strip().lower()
-    if text == "auto":
-        spec = get_model("demucs")
-        choice = fit_to_budget(spec, profile, spec.config(config_name), {})["extra"]["choice"]
+    value = parse_chunk(value, ("auto",), float, "4.0")
+    if value == "auto":
+        choice = fit_to_budget(SPEC, profile, SPEC.config(config_name), dict(options or {}))["extra"]["choice"]
         return {"segment": choice["segment"], "batch": choice["batch"]}
-    try:
-        seconds = float(text)
-    except ValueError as exc:
-        raise UserError(f"--chunk {value} is not a segment length", "pass auto or seconds, e.g. 4.0") from exc
-    if seconds <= 0:
-        raise UserError(f"--chunk {value} is not positive", "pass auto or seconds, e.g. 4.0")
-    return {"segment": seconds}
-
-
-if __name__ == "__main__":  # one measurement, in a fresh process (clean peak counter)
-    args = json.loads(sys.argv[1])
-    if "ort" in args:
-        print(json.dumps(measure_ort(args["ort"])))
-    else:
-        print(json.dumps(measure_point(args["config"], args["batch"], args["seconds"], args["seed"])))
+    return {"segment": value}

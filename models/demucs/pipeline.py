@@ -120,8 +120,8 @@ class SeparationPipeline(Pipeline):
 
     input_kinds = ("audio",)
 
-    def __init__(self, session, config: dict | None = None):
-        super().__init__(session, config)
+    def __init__(self, session, config: dict | None = None, variant: dict | None = None):
+        super().__init__(session, config, variant)
         self.cfg = settings(self.config, session)
 
     @property

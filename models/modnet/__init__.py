@@ -7,7 +7,7 @@ import numpy as np
 
 from xopt.registry import register
 from xopt.models.modnet.pipeline import calibration_feeds, drift, perturb, profile_inputs
-from xopt.spec import Built, ModelSpec, Tolerance, Variant
+from xopt.spec import BenchTargets, Built, EngineHooks, ModelSpec, Tolerance, Variant
 
 EXAMPLE_SIZE = (256, 256)  # traced shape
 # INT8 MinMax ranges measured at 256x256 gave the same drift at 512x512 as ranges taken at
@@ -86,9 +86,16 @@ def engine_shapes(targets) -> dict:
                       nchw("max_shape", (1, 1088, 1920)))}
 
 
+def shrink(targets) -> dict | None:
+    """Half the height and width (multiples of 32 stay multiples of 32) down to 64x64."""
+    h, w = int(targets.get("height", 512)), int(targets.get("width", 512))
+    if min(h, w) <= 64:
+        return None
+    return {**targets, "height": max(64, h // 2 // 32 * 32), "width": max(64, w // 2 // 32 * 32)}
+
+
 SPEC = register(ModelSpec(
     name="modnet",
-    summary="MODNet trimap-free portrait matting (MobileNetV2 backbone, 6.5 M parameters)",
     task="matting",
     build=build,
     input_names=["input"],
@@ -107,12 +114,11 @@ SPEC = register(ModelSpec(
     configs={"default": {}},
     covers="whole model (inference graph: normalised RGB in, alpha matte out)",
     scopes={"backbone": ["/lr_branch/backbone/"]},
-    input_kinds=("image", "video"),
     drift_keys=("iou", "sad", "mse", "mae", "grad"),
-    engine_shapes=engine_shapes,
-    # the issue's benchmark: ORT FP32 >= 1.5x torch eager; INT8 >= 2x ORT FP32 with matte MAE
-    # drift within 3x the FP32 model's own drift under +-1 grey level of input noise
-    bench_targets={"vs_torch": {"fp32": 1.5}, "vs_fp32": {"int8": 2.0}, "drift_key": "mae", "drift_vs_noise": 3.0},
-    checkpoint_formats="official modnet_photographic_portrait_matting.ckpt (state_dict, DataParallel 'module.' "
-                       "prefix or not), loaded with torch.load(weights_only=True)",
+    # TensorRT takes only symmetric Q/DQ and no INT32 bias: `--engine --int8` builds int8-trt
+    engine=EngineHooks(shapes=engine_shapes, int8_variant="int8-trt"),
+    shrink=shrink,
+    # ORT FP32 >= 1.5x torch eager; INT8 >= 2x ORT FP32 with matte MAE drift within 3x the FP32
+    # model's own drift under +-1 grey level of input noise
+    bench=BenchTargets(vs_torch={"fp32": 1.5}, vs_fp32={"int8": 2.0}, drift_key="mae", drift_vs_noise=3.0),
 ))

@@ -267,10 +267,10 @@ class MattingPipeline(Pipeline):
 
     input_kinds = ("image", "video")
 
-    def __init__(self, session, config: dict | None = None, profile=None):
-        super().__init__(session, config)
+    def __init__(self, session, config: dict | None = None, variant: dict | None = None):
+        super().__init__(session, config, variant)
         _check_graph(session)
-        self.max_size = max_image_size(self.config, profile)
+        self.max_size = max_image_size(self.config)
 
     def __call__(self, image: Any) -> np.ndarray:
         x, size = preprocess(image, int(self.config.get("ref_size", REF_SIZE)), self.max_size)

@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from xopt.registry import register
-from xopt.spec import Built, ModelSpec, Tolerance, Variant, Weights
+from xopt.spec import Built, FitHooks, ModelSpec, Tolerance, Variant, Weights
 
 _TINY = {
     "openfold_preset": "model_3_ptm", "evoformer_blocks": 2, "extra_msa_blocks": 1, "structure_blocks": 2,
@@ -101,8 +101,8 @@ def build(checkpoint=None, config=None, seed: int = 0) -> Built:
         check_finite(trunk, [torch.from_numpy(feed[k]) for k in NAMES_IN], f"openfold trunk ({settings['precision']})")
     weights = Weights(kind=info["kind"], seed=info.get("seed"), path=info.get("path"), sha256=info.get("sha256"),
                       note=info.get("note", ""))
-    return Built(module=trunk, weights=weights, config=cfg,
-                 extra={"model": model, "openfold_config": of_cfg, "settings": settings, "bucket_bodies": bodies})
+    return Built(module=trunk, weights=weights, config=cfg, settings=settings,
+                 extra={"model": model, "openfold_config": of_cfg, "bucket_bodies": bodies})
 
 
 def _trace_shape(cfg) -> tuple[int, int, int, int]:
@@ -132,7 +132,7 @@ def example_inputs(built: Built) -> dict:
 
 
 def validation_inputs(built: Built) -> list[dict]:
-    shapes = [_fit_bucket(tuple(s), built.extra["settings"]) for s in built.config["validation_shapes"]]
+    shapes = [_fit_bucket(tuple(s), built.settings) for s in built.config["validation_shapes"]]
     return _feeds(built, shapes, seed=1)
 
 
@@ -174,43 +174,6 @@ def budget_checks(targets: Mapping[str, Any], result: Mapping[str, Any]) -> list
              "value": round(seconds, 2), "limit": float(limit), "unit": "s"}]
 
 
-def drift(ref, out, feed) -> dict:
-    from xopt.models.openfold.inputs import drift as _drift
-
-    return _drift(ref, out, feed)
-
-
-def perturb(feed, rng) -> dict:
-    from xopt.models.openfold.inputs import perturb as _perturb
-
-    return _perturb(feed, rng)
-
-
-def fit(spec, profile, config, options=None) -> dict:
-    from xopt.models.openfold.budget import fit_report
-
-    return fit_report(spec, profile, config, options or {})
-
-
-def chunk_options(value, profile, config_name=None) -> dict:
-    from xopt.models.openfold.budget import chunk_options as _chunk_options
-
-    return _chunk_options(value, profile, config_name)
-
-
-def _patchers():
-    from xopt.models.openfold.patchers import PATCHERS
-
-    return PATCHERS
-
-
-def _lazy(i):
-    def patch(module):
-        return _patchers()[i](module)
-    patch.__name__ = ("permute_symbolic", "msa_bias_without_row_loop", "no_activation_checkpointing")[i]
-    return patch
-
-
 # measured at real shapes with seeded weights (N=20-24): FP16 max 5e-3 / mean 7e-4 on z_out;
 # BF16 (torch, N=48-64) max 0.38 / mean 0.024. Bounds leave ~10x (FP16) and ~2x (BF16) margin.
 _FP16_TOL = Tolerance(max_abs=0.1, mean_abs=5e-3)
@@ -235,7 +198,6 @@ VARIANTS = {
 
 SPEC = register(ModelSpec(
     name="openfold",
-    summary="AlphaFold2 (OpenFold model_3_ptm): Evoformer trunk to ONNX, chunked variants sized to the device",
     task="protein structure prediction",
     build=build,
     input_names=NAMES_IN,
@@ -245,22 +207,19 @@ SPEC = register(ModelSpec(
     validation_inputs=validation_inputs,
     variants=VARIANTS,
     calibration_inputs=calibration_inputs,
-    drift=drift,
-    perturb=perturb,
+    drift="xopt.models.openfold.inputs:drift",
+    perturb="xopt.models.openfold.inputs:perturb",
     profile_inputs=profile_inputs,
     pipeline="xopt.models.openfold.pipeline:OpenFoldPipeline",
     opset=17,
     exporter="legacy",
-    patchers=tuple(_lazy(i) for i in range(3)),
+    patchers=tuple(f"xopt.models.openfold.patchers:{name}" for name in
+                   ("permute_symbolic", "msa_bias_without_row_loop", "no_activation_checkpointing")),
     configs=CONFIGS,
     default_config="default",
     covers="evoformer trunk (structure module and heads run in PyTorch)",
-    input_kinds=("fasta", "a3m"),
     drift_keys=("ca_rmsd", "lddt_ca", "gdt_ts", "plddt_mean_abs_diff", "pair_rel_err"),
     budget_checks=budget_checks,
-    extras_needed=("openfold",),
-    checkpoint_formats="OpenFold .pt state dict (plain, ema.params, or Lightning state_dict) or AlphaFold "
-                       "JAX params_model_3_ptm.npz (real-shape 'default' config only)",
-    fit=fit,
-    chunk_options=chunk_options,
+    packages=("openfold",),
+    fit=FitHooks(search="xopt.models.openfold.budget:fit_report", chunk="xopt.models.openfold.budget:chunk_options"),
 ))

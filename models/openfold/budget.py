@@ -21,15 +21,14 @@ as such, not the device's.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
+from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
 
-from xopt.errors import BudgetError, InternalError, UserError
+from xopt.errors import BudgetError
+from xopt.fitting import largest_within, measure_in_fresh_process, nnls, parse_chunk
 
 CHUNKS = (None, 64, 16, 4)
 CPU_POINTS = {"tiny": (16, 24, 32, 48, 64), "default": (32, 48, 64, 96, 128)}
@@ -51,17 +50,9 @@ def variant_settings(precision: str, chunk: int | None) -> dict:
 
 
 def _run_point(req: dict, timeout: float = 900.0) -> dict:
-    env = dict(os.environ, PYTHONWARNINGS="ignore")
-    # glibc's adaptive mmap threshold would let freed big blocks be recycled from the heap
-    # without showing in the peak; a fixed threshold keeps large tensors on mmap
-    env.setdefault("MALLOC_MMAP_THRESHOLD_", "131072")
-    proc = subprocess.run([sys.executable, "-m", "xopt.models.openfold.measure", json.dumps(req)],
-                          capture_output=True, text=True, timeout=timeout, env=env)
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
-    if proc.returncode != 0 or not lines:
-        raise InternalError(f"openfold measurement failed ({req.get('settings')}, N={req.get('n')}): "
-                            f"{proc.stderr.strip()[-800:]}")
-    return json.loads(lines[-1])
+    return measure_in_fresh_process("xopt.models.openfold.measure:point", req, timeout=timeout,
+                                    what=f"openfold measurement ({req.get('settings')}, N={req.get('n')})",
+                                    fix="check the openfold install (models/openfold/install.py) and free memory")
 
 
 def _basis(n, chunk, kind: str) -> np.ndarray:
@@ -73,32 +64,14 @@ def _basis(n, chunk, kind: str) -> np.ndarray:
 
 
 def fit_curve(ns, ys, chunk, kind: str) -> list[float]:
-    """Non-negative least-squares coefficients of `_basis` (columns scaled for conditioning)."""
-    from scipy.optimize import nnls
-
+    """Non-negative least-squares coefficients of `_basis`."""
     a = _basis(ns, chunk, kind)
-    scale = np.maximum(np.abs(a).max(axis=0), 1e-12)
-    coef, _ = nnls(a / scale, np.asarray(ys, np.float64))
-    return [float(c) for c in coef / scale]
+    coef, _ = nnls(list(a.T), ys)
+    return [float(c) for c in coef]
 
 
 def eval_curve(coef, n, chunk, kind: str) -> float:
     return float(_basis([float(n)], chunk, kind)[0] @ np.asarray(coef))
-
-
-def largest_n(predict, budget_mb: float, limit: int = MAX_SEARCH) -> int:
-    """Largest N with predict(N) <= budget (predict increases with N); 0 if none."""
-    if predict(1) > budget_mb:
-        return 0
-    lo, hi = 1, 2
-    while hi <= limit and predict(hi) <= budget_mb:
-        lo, hi = hi, hi * 2
-    if hi > limit:
-        return limit
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        lo, hi = (mid, hi) if predict(mid) <= budget_mb else (lo, mid)
-    return lo
 
 
 def _on_gpu() -> bool:
@@ -148,7 +121,7 @@ def fit_variants(cfg: Mapping[str, Any], budget_mb: float, precisions, chunks=CH
             mem_c, t_c = fit_curve(ns, mem, chunk, "memory"), fit_curve(ns, sec, chunk, "time")
             predict = lambda n, c=mem_c, ch=chunk, w=weights_mb: w + eval_curve(c, n, ch, "memory")  # noqa: E731
             per_pred = lambda n, c=t_c: eval_curve(c, n, None, "time") * blocks * iters  # noqa: E731
-            n_max = largest_n(predict, budget_mb)
+            n_max = largest_within(predict, budget_mb, MAX_SEARCH)
             if gpu:  # pragma: no cover - GPU machines only: replace the estimate by real runs
                 n_max = _gpu_search(cfg, settings, s, budget_mb - weights_mb, n_max)
             for n in sorted(set(int(x) for x in residues) | {n_max} - {0}):
@@ -251,29 +224,23 @@ def fit_report(spec, profile, config: Mapping[str, Any], options: Mapping[str, A
     }
 
 
-def chunk_options(value, profile, config_name=None) -> dict:
-    """spec.chunk_options for `xopt export --chunk VALUE`: config overrides. `auto` picks, from a
-    fit (reusing reports/openfold-fit/report.json when it matches), the chunk size that fits
+def chunk_options(value, profile, config_name=None, options: Mapping[str, Any] | None = None) -> dict:
+    """The fit hook for `xopt export --chunk VALUE`: config overrides. `auto` picks, from a fit
+    (reusing the report at options["fit_report"] when it matches), the chunk size that fits
     the profile's longest target with the least slowdown, and sizes the bucket to it."""
     from xopt.models.openfold import _cfg
 
-    value = str(value).strip().lower()
+    value = parse_chunk(value, ("auto", "none", "off", "0", "lma"), int, "16")
     if value in ("none", "off", "0"):
         return {"chunk_size": None, "lma": False}
     if value == "lma":
         return {"lma": True}
     if value != "auto":
-        try:
-            size = int(value)
-        except ValueError as exc:
-            raise UserError(f"--chunk {value} is not a chunk size", "pass auto, none, lma or a positive integer") from exc
-        if size <= 0:
-            raise UserError(f"--chunk {value} is not positive", "pass auto, none, lma or a positive integer")
-        return {"chunk_size": size}
+        return {"chunk_size": value}
     cfg = _cfg({"preset": config_name or "default"})
     targets = profile.model_targets("openfold")
     want = max(int(r) for r in targets.get("residues", [256]))
-    fits = _cached_fits(profile, cfg)
+    fits = _cached_fits((options or {}).get("fit_report"), profile, cfg)
     if fits is None:
         fits = fit_variants(cfg, profile.budget_mb, ["fp32"], CHUNKS, residues=[want])["fits"]
     choice = choose(fits, want, "fp32")
@@ -283,13 +250,12 @@ def chunk_options(value, profile, config_name=None) -> dict:
     return out
 
 
-def _cached_fits(profile, cfg) -> dict | None:
-    """The fits of a previous `xopt fit openfold` for the same profile and config, if any."""
-    from pathlib import Path
-
-    path = Path("reports") / "openfold-fit" / "report.json"
+def _cached_fits(path, profile, cfg) -> dict | None:
+    """The fits of a previous `xopt fit openfold` report at `path` for the same profile and config."""
+    if not path:
+        return None
     try:
-        rep = json.loads(path.read_text(encoding="utf-8"))
+        rep = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     same = (rep.get("profile", {}).get("name") == profile.name

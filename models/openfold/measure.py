@@ -17,8 +17,6 @@ view; an out-of-memory error is reported as {"oom": true}.
 from __future__ import annotations
 
 import contextlib
-import json
-import sys
 import time
 
 
@@ -166,15 +164,9 @@ def _nvml_used_mb():  # pragma: no cover - needs a GPU
         return None
 
 
-def main(argv) -> int:
-    req = json.loads(argv[1])
+def point(req: dict) -> dict:
+    """What `xopt.fitting.measure_in_fresh_process` calls: the parameter count, or one peak."""
     import warnings
 
     warnings.simplefilter("ignore")
-    out = model_parameters(req["config"]) if req.get("what") == "parameters" else measure(req)
-    print(json.dumps(out))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv))
+    return model_parameters(req["config"]) if req.get("what") == "parameters" else measure(req)

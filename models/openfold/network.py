@@ -188,6 +188,3 @@ def _load_state(model, state):
         model.load_state_dict(state, strict=True)
     return missing + bad, unexpected
 
-
-def count_parameters(module) -> int:
-    return sum(p.numel() for p in module.parameters())

@@ -13,7 +13,6 @@ alignment whose first row is the query.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -27,33 +26,23 @@ A3M_SUFFIXES = (".a3m",)
 
 
 def _weights_of(session, config) -> dict:
-    """Weights provenance: from the config (if the caller put it there), the torch session,
-    or the manifest next to the artifact."""
+    """Weights provenance: from the config (load_pipeline puts the manifest's there), or the
+    torch session's build."""
     if config.get("weights"):
         return dict(config["weights"])
     built = getattr(session, "built", None)
     if built is not None:
         return built.weights.to_json()
-    path = Path(getattr(session, "path", "") or ".")
-    for cand in (path.parent / "manifest.json", path / "manifest.json"):
-        if cand.is_file():
-            return json.loads(cand.read_text(encoding="utf-8")).get("weights", {})
     return {"kind": "seeded-random", "seed": 0}
 
 
-def _artifact_settings(session, cfg) -> dict:
-    """Trunk settings of the artifact behind `session` (a variant's export_config applied)."""
+def _artifact_settings(session, cfg, entry: dict) -> dict:
+    """Trunk settings of the artifact behind `session`: its manifest entry's export_config applied."""
     from xopt.models.openfold import trunk_settings
 
     built = getattr(session, "built", None)
     if built is not None:
-        return dict(built.extra.get("settings", {}))
-    path = Path(getattr(session, "path", "") or ".")
-    manifest = path.parent / "manifest.json"
-    if session is None or not manifest.is_file():
-        return trunk_settings(cfg)
-    entries = json.loads(manifest.read_text(encoding="utf-8")).get("variants", [])
-    entry = next((v for v in entries if v.get("path") == path.name), {})
+        return dict(built.settings)
     return trunk_settings({**cfg, **(entry.get("export_config") or {})})
 
 
@@ -69,8 +58,8 @@ def read_input(src: str | Path) -> tuple[Query, Alignment | None]:
 class OpenFoldPipeline(Pipeline):
     input_kinds = ("fasta", "a3m")
 
-    def __init__(self, session=None, config: dict | None = None):
-        super().__init__(session, config)
+    def __init__(self, session=None, config: dict | None = None, variant: dict | None = None):
+        super().__init__(session, config, variant)
         from xopt.models.openfold.inputs import model_for
         from xopt.models.openfold import _cfg
         from xopt.models.openfold.fold import Folder, session_trunk
@@ -80,7 +69,7 @@ class OpenFoldPipeline(Pipeline):
         ckpt = w.get("path") if w.get("kind") == "checkpoint" else None
         self.weights = w
         self.model, self.of_cfg, _ = model_for(self.cfg, int(w.get("seed") or 0), ckpt)
-        settings = _artifact_settings(session, self.cfg)
+        settings = _artifact_settings(session, self.cfg, self.variant)
         self.bucket = settings.get("bucket")
         if session is None or getattr(session, "built", None) is not None:
             # PyTorch trunk: chunk eagerly at any length (no bucket padding, that is for graphs),
@@ -176,15 +165,3 @@ class OpenFoldPipeline(Pipeline):
     def close(self) -> None:
         if self.session is not None:
             self.session.close()
-
-
-def fold_file(src: str | Path, dst: str | Path, config: str = "default", seed: int = 0, force: bool = False,
-              checkpoint: str | None = None, overrides: dict | None = None) -> Path:
-    """Fold with the PyTorch trunk, no export needed (what `xopt run --backend torch` does
-    without an artifact directory)."""
-    from xopt.models.openfold import SPEC
-
-    cfg = SPEC.config(config, overrides)
-    weights = {"kind": "checkpoint", "path": checkpoint} if checkpoint else {"kind": "seeded-random", "seed": seed}
-    pipe = OpenFoldPipeline(None, {**cfg, "weights": weights})
-    return pipe.process_file(Path(src), Path(dst), force=force)[0]

@@ -7,7 +7,8 @@ from typing import Callable, Mapping
 
 import numpy as np
 
-from xopt.errors import UnknownChoiceError, UserError
+from xopt.errors import UserError
+from xopt.registry import Registry
 
 
 @dataclass
@@ -90,33 +91,7 @@ class Backend:
     description: str = ""
 
 
-_BACKENDS: dict[str, Backend] = {}
-
-
-def register_backend(b: Backend) -> Backend:
-    _BACKENDS[b.name] = b
-    return b
-
-
-def _discover() -> None:
-    import importlib
-    import pkgutil
-
-    import xopt.runtime.backends as pkg
-
-    for info in pkgutil.iter_modules(pkg.__path__):
-        if info.name != "base" and not info.name.startswith("_"):
-            importlib.import_module(f"{pkg.__name__}.{info.name}")
-
-
-def get_backend(name: str) -> Backend:
-    if name not in _BACKENDS:
-        _discover()
-    if name not in _BACKENDS:
-        raise UnknownChoiceError("backend", name, _BACKENDS)
-    return _BACKENDS[name]
-
-
-def all_backends() -> list[Backend]:
-    _discover()
-    return [_BACKENDS[k] for k in sorted(_BACKENDS)]
+BACKENDS: Registry[Backend] = Registry("backend", "xopt.runtime.backends", skip=("base",))
+register_backend = BACKENDS.register
+get_backend = BACKENDS.get
+all_backends = BACKENDS.all

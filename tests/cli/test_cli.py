@@ -55,3 +55,34 @@ def test_bad_choices_are_one_line_errors(args, needle, tmp_path):
     assert r.returncode == 1
     assert needle in r.stderr and "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_export_help_shows_the_pass_options_of_that_model_with_its_defaults():
+    r = xopt("export", "modnet", "--help")
+    assert r.returncode == 0, r.stderr
+    out = " ".join(r.stdout.split())
+    assert "--int8-per-channel" in out and "--fp16-op-block-list" in out and "--engine-workspace-mb" in out
+    assert "--int8-gated-max-drop" not in out  # Demucs' gated INT8: not a pass MODNet uses
+    assert "modnet: int8-backbone='backbone'" in out  # the spec's own setting, per variant
+    r = xopt("export", "demucs", "--help")
+    out = " ".join(r.stdout.split())
+    assert "--int8-gated-max-drop" in out and "demucs: 0.5" in out and "--int8-per-channel" not in out
+
+
+def test_pass_flags_come_from_the_pass_registry():
+    """A pass registered by anyone gets its CLI flags: nothing lists pass names by hand."""
+    r = subprocess.run([sys.executable, "-c", textwrap.dedent("""
+        from xopt.optimize.base import Option, OptionSet, Pass, register_pass
+        from xopt.cli import build_parser
+
+        class Blur(Pass):
+            name = "blur-test"
+            options = OptionSet([Option("radius", "int", 3, "blur radius")])
+
+        register_pass(Blur())
+        args = build_parser(["export", "toy"]).parse_args(["export", "x", "--blur-test-radius", "5"])
+        from xopt.cli.flags import pass_options
+        print(pass_options(args))
+    """)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "{'blur-test': {'radius': '5'}}" in r.stdout

@@ -15,8 +15,8 @@ import dataclasses
 import numpy as np
 
 from toy_model import TOY
-from xopt.optimize.base import Pass, register_pass
-from xopt.registry import _REGISTRY, register
+from xopt.optimize.base import PASSES, Pass, register_pass
+from xopt.registry import MODELS, register
 from xopt.spec import Built, Tolerance, Variant, Weights
 
 FP16_MAX = 65504.0
@@ -66,7 +66,7 @@ def _profile_inputs(targets, n, seed):
 
 
 OVERFLOW = dataclasses.replace(
-    TOY, name="toy-overflow", summary="FP16 overflow test net", build=_build, profile_inputs=_profile_inputs,
+    TOY, name="toy-overflow", build=_build, profile_inputs=_profile_inputs,
     # "hot": the validation inputs already overflow, so the export's parity gate sees the Inf
     shrink=None, configs={"default": {"gain": GAIN}, "hot": {"gain": 100 * GAIN}},
     # FP32 vs FP32: ORT 1.32 moved the "hot" outputs (peak ~1.5e5) by max_abs 0.0156, a max_rel of
@@ -78,7 +78,8 @@ OVERFLOW = dataclasses.replace(
 
 
 def ensure_registered():
-    register_pass(Fp16RangePass())
-    if OVERFLOW.name not in _REGISTRY:
+    if Fp16RangePass.name not in PASSES.items:
+        register_pass(Fp16RangePass())
+    if OVERFLOW.name not in MODELS.items:
         register(OVERFLOW)
     return OVERFLOW

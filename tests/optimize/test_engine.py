@@ -31,7 +31,7 @@ def graphs(tmp_path_factory):
 
 
 def _ctx(tmp_path, shapes=TINY_SHAPES, profile=PROFILE):
-    return PassContext(model="tiny", profile=profile, cache_dir=tmp_path / "cache", extra={"shapes": shapes})
+    return PassContext(model="tiny", profile=profile, cache_dir=tmp_path / "cache", engine_shapes=shapes)
 
 
 def _build(src, dst, ctx, **opts):

@@ -137,7 +137,7 @@ def test_an_engine_without_a_gpu_is_a_clean_user_error(graphs, tmp_path):
     if gpus():
         pytest.skip("a GPU is present")
     ctx = PassContext(model="tiny", profile=get_profile("rtx3060-laptop-12gb"), cache_dir=tmp_path / "cache",
-                      extra={"shapes": TINY_SHAPES})
+                      engine_shapes=TINY_SHAPES)
     get_pass("engine").apply(graphs["fp32"], tmp_path / "tiny.engine", {"backend": "trt-rtx"}, ctx)
     with pytest.raises(UserError, match="needs an NVIDIA GPU"):
         pio.compare_artifacts(graphs["fp32"], tmp_path / "tiny.engine", tiny_feeds(1))

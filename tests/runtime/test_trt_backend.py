@@ -19,7 +19,7 @@ no_gpu = pytest.mark.skipif(bool(trt_env.gpus()), reason="a GPU is present: the 
 def _engine(d, flavour: str, cc: str):
     onnx_path = tiny_conv_onnx(d / "tiny.onnx")
     ctx = PassContext(model="tiny", profile=get_profile("rtx3060-laptop-12gb"), cache_dir=d / "cache",
-                      extra={"shapes": TINY_SHAPES})
+                      engine_shapes=TINY_SHAPES)
     get_pass("engine").apply(onnx_path, d / "tiny.engine", {"backend": flavour, "compute_capability": cc}, ctx)
     return d / "tiny.engine", onnx_path
 

@@ -42,6 +42,7 @@ def test_extras_and_setup_steps_come_from_the_test_command():
 def test_the_real_readme_names_extras_and_a_pytest_command():
     extras, _ = lock.readme_plan(None)
     assert "test" in extras.split(",")
+    assert "pytest" in lock.readme_test_command((lock.REPO / "README.md").read_text())
     assert lock.readme_plan("test")[0] == "test"
 
 

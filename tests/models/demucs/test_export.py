@@ -254,7 +254,8 @@ def test_fit_report_from_a_real_measurement(spec, exported):
         return {**point, "batch": batch, "seconds": seconds, "samples": int(seconds * 44100),
                 "activation_mb": point["activation_mb"] * batch * seconds / 0.25}
 
-    report = spec.fit(spec, get_profile("rtx3060-laptop-12gb"), cfg, {"measure": measure, "artifacts": "/nonexistent"})
+    report = spec.fit.search(spec, get_profile("rtx3060-laptop-12gb"), cfg, {"measure": measure,
+                                                                              "artifacts": "/nonexistent"})
     validate(report)
     assert report["kind"] == "fit" and {r["precision"] for r in report["results"]} == {"fp32", "fp16"}
     assert report["extra"]["choice"]["precision"] == "fp16" and report["extra"]["choice"]["segment"] <= 0.5
@@ -267,7 +268,7 @@ def test_fit_report_from_a_real_measurement(spec, exported):
 
         return real(artifact)
 
-    scaled = spec.fit(spec, get_profile("cpu"), cfg, {"measure": measure, "artifacts": str(exported.directory),
+    scaled = spec.fit.search(spec, get_profile("cpu"), cfg, {"measure": measure, "artifacts": str(exported.directory),
                                                       "measure_ort": measure_ort})
     cal = scaled["extra"]["curve"]["ort_calibration"]
     assert cal["samples"] == 22050 and cal["activation_mb"] >= 0 and cal["ratio"] >= 1.0

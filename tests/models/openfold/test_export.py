@@ -62,15 +62,16 @@ def test_cpu_softmax_backward_matches_autograd():
 
 
 def test_fit_maths_recovers_a_known_curve():
-    from xopt.models.openfold.budget import eval_curve, fit_curve, largest_n
+    from xopt.fitting import largest_within
+    from xopt.models.openfold.budget import eval_curve, fit_curve
 
     ns = [16, 24, 32, 48, 64]
     true = lambda n: 5 + 0.01 * n ** 2 + 4e-4 * min(8, n) * n ** 2  # noqa: E731  (chunk 8)
     coef = fit_curve(ns, [true(n) for n in ns], 8, "memory")
     for n in (100, 500, 2000):  # beyond the chunk the k*N^2 term is 8*N^2, not N^3
         assert eval_curve(coef, n, 8, "memory") == pytest.approx(true(n), rel=1e-3)
-    assert largest_n(lambda n: n * n, 10_000.0) == 100
-    assert largest_n(lambda n: 1e9, 10.0) == 0
+    assert largest_within(lambda n: n * n, 10_000.0, 16384) == 100
+    assert largest_within(lambda n: 1e9, 10.0, 16384) == 0
 
 
 def _fit(precision, chunk, max_res, t3):
@@ -91,7 +92,7 @@ def test_chunk_chooser_least_slowdown_that_fits():
 
 
 def test_chunk_option_values():
-    from xopt.models.openfold import chunk_options
+    from xopt.models.openfold.budget import chunk_options
 
     assert chunk_options("16", None) == {"chunk_size": 16}
     assert chunk_options("none", None) == {"chunk_size": None, "lma": False}
@@ -253,12 +254,12 @@ def test_drift_in_structure_terms_and_noise_floor(tiny):
 
     feed = of.validation_inputs(tiny)[0]
     ref = torch_outputs(tiny.module, feed, of.NAMES_OUT)
-    same = of.drift(ref, ref, feed)
+    same = of.SPEC.drift(ref, ref, feed)
     assert same["ca_rmsd"] == pytest.approx(0, abs=1e-6) and same["lddt_ca"] == pytest.approx(1.0)
     assert same["gdt_ts"] == pytest.approx(100.0) and same["pair_rel_err"] == 0
-    noisy_feed = of.perturb(feed, np.random.default_rng(0))
+    noisy_feed = of.SPEC.perturb(feed, np.random.default_rng(0))
     assert not np.array_equal(noisy_feed["z"], feed["z"])
-    floor = of.drift(ref, torch_outputs(tiny.module, noisy_feed, of.NAMES_OUT), noisy_feed)
+    floor = of.SPEC.drift(ref, torch_outputs(tiny.module, noisy_feed, of.NAMES_OUT), noisy_feed)
     assert 0 < floor["pair_rel_err"] < 0.05 and floor["ca_rmsd"] < 1.0
 
 
@@ -313,8 +314,7 @@ def test_chunk_auto_reuses_a_fit_report(tmp_path, monkeypatch):
             "fp32-chunk4": _fit("fp32", 4, 3000, 2.0)}
     report = {"profile": {"name": profile.name}, "config": {"preset": "tiny"}, "settings": {"msa_rows": 8},
               "extra": {"fits": fits}}
-    (tmp_path / "reports" / "openfold-fit").mkdir(parents=True)
-    (tmp_path / "reports" / "openfold-fit" / "report.json").write_text(json.dumps(report))
+    (tmp_path / "report.json").write_text(json.dumps(report))
     monkeypatch.chdir(tmp_path)
-    out = of.chunk_options("auto", profile, "tiny")  # longest target of this profile: 1024 residues
+    out = of.SPEC.fit.chunk("auto", profile, "tiny", {"fit_report": str(tmp_path / "report.json")})  # target: 1024
     assert out["chunk_size"] == 16 and out["bucket_residues"] == 1024 and out["chunk_choice"]["max_residues"] == 1500
