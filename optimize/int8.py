@@ -106,14 +106,17 @@ class Int8DynamicPass(Pass):
         Option("per_channel", "bool", False, "per-channel weight scales"),
         Option("weight_type", "str", "int8", "weight integer type", tuple(_QTYPES)),
         Option("nodes_to_exclude", "list", [], "node names kept in FP32"),
+        Option("reduce_range", "bool", False, "7-bit weights: no u8s8 saturation on x86 CPUs without VNNI "
+               "(AVX2), at a little precision on those with it"),
     ])
 
     def apply(self, src: Path, dst: Path, opts, ctx) -> dict:
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
+        opts = self.options.resolve(opts)
         quantize_dynamic(str(src), str(dst), op_types_to_quantize=opts["op_types"], per_channel=opts["per_channel"],
                          weight_type=getattr(QuantType, _QTYPES[opts["weight_type"]]),
-                         nodes_to_exclude=opts["nodes_to_exclude"] or None)
+                         nodes_to_exclude=opts["nodes_to_exclude"] or None, reduce_range=opts["reduce_range"])
         return {"quantized_nodes": _count_qdq(dst)}
 
 
