@@ -264,7 +264,7 @@ def _good_report() -> dict:
 def _render(path: Path) -> None:
     from rich.console import Console
 
-    from xopt.cli.commands import _table
+    from xopt.cli.common import table as _table
     from xopt.report_schema import load
     from xopt.analysis.report import comparison, kind_table, print_summary, render_markdown
     from xopt.analysis.report_html import render_html
@@ -334,7 +334,7 @@ def test_engine_metadata_reader(data):
 @SETTINGS
 @given(st.lists(st.text(max_size=20), max_size=3))
 def test_tolerance_flag_parser(items):
-    from xopt.cli.commands import _tolerances
+    from xopt.cli.cmd_export import _tolerances
 
     try:
         out = _tolerances(items)
@@ -347,7 +347,7 @@ def test_tolerance_flag_parser(items):
 
 
 def test_tolerance_flag_refuses_what_would_disable_or_break_the_gate():
-    from xopt.cli.commands import _tolerances
+    from xopt.cli.cmd_export import _tolerances
 
     assert _tolerances(["int8:mean_abs=0.05"]) == {"int8": {"mean_abs": 0.05}}
     for bad in ("int8:mean_abs=nan", "int8:mean_abs=-1", "int8:mean_abs=inf", "int8:cosine=0.9", "int8"):

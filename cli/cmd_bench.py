@@ -1,0 +1,36 @@
+"""`xopt bench`: latency ratios in one run, drift beside them."""
+from __future__ import annotations
+
+from pathlib import Path
+from xopt.cli.common import console, command_line, table
+
+NAME = "bench"
+ORDER = 7
+HELP = "latency ratios in one run: torch eager vs ORT FP32 vs variants, with drift"
+
+
+def add_arguments(p, argv: list[str]) -> None:
+    p.add_argument("model")
+    p.add_argument("--variants", default="fp32,int8")
+    p.add_argument("--artifacts", default=None)
+    p.add_argument("--frames", type=int, default=20)
+    p.add_argument("--profile", default=None)
+    p.add_argument("--out", default=None, help="write the bench JSON here")
+    p.add_argument("--force", action="store_true")
+
+
+def run(args) -> int:
+    from xopt.atomic import write_json
+    from xopt.errors import OutputExistsError
+    from xopt.analysis.bench import bench_model
+
+    if args.out and Path(args.out).exists() and not args.force:
+        raise OutputExistsError(args.out)  # before the benchmark, not after it
+    result = bench_model(args.model, [v for v in args.variants.split(",") if v], artifacts=args.artifacts,
+                         frames=args.frames, profile_name=args.profile, command=command_line())
+    console().print(table(result["title"], result["head"], result["rows"]))
+    for line in result["verdicts"]:
+        print(line)
+    if args.out:
+        write_json(args.out, result, force=args.force)
+    return 0

@@ -1,0 +1,111 @@
+"""`xopt export`: the FP32 ONNX baseline and optimized variants."""
+from __future__ import annotations
+
+
+from xopt.errors import UserError
+from xopt.cli.cmd_fit import fit_paths
+from xopt.cli.common import console, table
+
+NAME = "export"
+ORDER = 3
+HELP = "export the FP32 ONNX baseline and optimized variants"
+
+
+def add_arguments(p, argv: list[str]) -> None:
+    p.add_argument("model")
+    p.add_argument("--fp16", action="store_true", help="add the FP16 variant (FP32 islands from the spec)")
+    p.add_argument("--int8", action="store_true", help="add the INT8 variant")
+    p.add_argument("--variant", action="append", default=[], metavar="NAME", help="add a named variant (repeatable)")
+    p.add_argument("--profile", default=None, help="device profile name or TOML path (default rtx3060-laptop-12gb)")
+    p.add_argument("--checkpoint", default=None, help="upstream-format checkpoint (default: seeded random weights)")
+    p.add_argument("--config", default=None, help="model configuration preset (see xopt list)")
+    p.add_argument("--seed", type=int, default=0, help="seed for random weights and sample data")
+    p.add_argument("--out", default=None, help="output directory (default artifacts/MODEL)")
+    p.add_argument("--force", action="store_true", help="overwrite existing artifacts")
+    p.add_argument("--engine", choices=("trt", "trt-rtx"), default=None,
+                   help="also build a TensorRT engine for each requested precision")
+    p.add_argument("--from-tf", default=None, metavar="PATH", help="convert a TensorFlow SavedModel/.keras instead")
+    p.add_argument("--tf-layout", default="auto", choices=("auto", "NHWC", "NCHW"),
+                   help="layout of the TensorFlow model's image input (auto: from its signature)")
+    p.add_argument("--chunk", default=None, help="chunking for models that have it: auto or a size")
+    p.add_argument("--tolerance", action="append", default=[], metavar="VARIANT:KEY=VALUE",
+                   help="override a parity bound, e.g. int8:mean_abs=0.05")
+    from xopt.cli.flags import add_pass_options, model_in
+
+    add_pass_options(p, model_in(argv, "export"))
+
+
+def _tolerances(items) -> dict:
+    import dataclasses
+    import math
+
+    from xopt.spec import Tolerance
+
+    keys = [f.name for f in dataclasses.fields(Tolerance)]
+    out: dict = {}
+    for item in items:
+        try:
+            variant, rest = item.split(":", 1)
+            key, value = rest.split("=", 1)
+            bound = float(value)
+        except ValueError as exc:
+            raise UserError(f"bad --tolerance {item!r}",
+                            "write it as VARIANT:KEY=VALUE, e.g. int8:mean_abs=0.05") from exc
+        # an unknown key would fail inside the gate; NaN would pass every comparison (no gate at all)
+        if key not in keys or not variant or not math.isfinite(bound) or bound < 0:
+            raise UserError(f"bad --tolerance {item!r}",
+                            f"KEY is one of {', '.join(keys)} and VALUE a finite number >= 0, e.g. int8:mean_abs=0.05")
+        out.setdefault(variant, {})[key] = bound
+    return out
+
+
+def run(args) -> int:
+    from xopt.cli.flags import pass_options
+    from xopt.export.pipeline import export_model
+    from xopt.profiles import get_profile
+    from xopt.registry import get_model
+
+    spec = get_model(args.model)
+    profile = get_profile(args.profile)
+    variants = ["fp32"] + (["fp16"] if args.fp16 else []) + (["int8"] if args.int8 else []) + list(args.variant)
+    engine_for = []
+    if args.engine:
+        from xopt.export.engines import engine_variants
+
+        engine_for = engine_variants(spec, args.fp16, args.int8)
+        variants += [v for v in engine_for if v not in variants]
+    for v in variants:
+        spec.variant(v)
+    tolerances = _tolerances(args.tolerance)
+    unused = sorted(set(tolerances) - set(variants))
+    if unused:  # silently ignored, it would look like a gate that was loosened
+        raise UserError(f"--tolerance names variant(s) {', '.join(unused)} that this export does not build",
+                        f"use one of {', '.join(variants)}")
+    overrides = {}
+    if args.chunk:
+        if spec.fit is None or spec.fit.chunk is None:
+            raise UserError(f"model {spec.name} has no chunking", "drop --chunk")
+        overrides.update(spec.fit.chunk(args.chunk, profile, args.config, fit_paths(spec.name)))
+    source = None
+    if args.from_tf:
+        if args.checkpoint:
+            raise UserError("--from-tf and --checkpoint both name the weights", "pass only one of them")
+        from xopt.export.tf import tf_source
+
+        source = tf_source(args.from_tf, spec, layout=args.tf_layout)
+    manifest = export_model(spec.name, variants, out_dir=args.out, checkpoint=args.checkpoint, config=args.config,
+                            config_overrides=overrides or None, profile=profile, force=args.force,
+                            pass_options=pass_options(args), seed=args.seed,
+                            tolerances=tolerances, source=source)
+    if args.engine:
+        from xopt.export.engines import add_engines
+
+        add_engines(spec, manifest, engine_for, args.engine, profile, force=args.force,
+                    options=pass_options(args).get("engine"))
+    rows = [[v["name"], v["precision"], v["path"], f"{v['size_bytes'] / 2**20:.1f}",
+             f"{v['parity']['max_abs']:.3g}", "pass" if v["parity"]["passed"] else "FAIL",
+             ", ".join(f"{e['path']}{' (cache hit)' if e.get('cache_hit') else ''}" for e in v.get("engines", []))]
+            for v in manifest.variants]
+    console().print(table(f"{spec.name} → {manifest.directory} (weights: {manifest.weights.get('kind')})",
+                            ["variant", "precision", "file", "MB", "parity max abs", "parity", "engines"], rows))
+    return 0
