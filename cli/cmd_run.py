@@ -49,4 +49,10 @@ def run(args) -> int:
         pipe.close()
     for p in written:
         print(p)
+    import sys
+
+    from xopt.analysis.eval_runner import run_warnings  # label-free checks of what was written
+
+    for line in run_warnings(spec, src, written, pipe.config.get("weights")):
+        print(f"xopt: warning: {line}", file=sys.stderr)
     return 0

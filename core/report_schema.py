@@ -2,7 +2,7 @@
 
 Shape (schema_version 1):
 {
-  "schema_version": 1, "kind": "profile" | "fit" | "bench",
+  "schema_version": 1, "kind": "profile" | "fit" | "bench" | "eval" (shape: _check_eval),
   "model": str, "weights": {kind, seed?, path?, sha256?}, "config": {...},
   "created": iso time, "command": the xopt command line that produced it,
   "machine": xopt.machine.describe(), "profile": DeviceProfile.to_json(),
@@ -31,7 +31,7 @@ from pathlib import Path
 from xopt.errors import UserError
 
 SCHEMA_VERSION = 1
-KINDS = ("profile", "fit", "bench")
+KINDS = ("profile", "fit", "bench", "eval")
 _RESULT_KEYS = ("variant", "precision", "backend", "drift", "latency_ms", "memory", "budget")
 
 
@@ -87,6 +87,32 @@ def _check_result(r, i, path) -> None:
         raise _bad(path, f"{where}: fps must be a number")
 
 
+def _check_eval(data, path) -> None:
+    """kind "eval" (xopt eval): "dataset" {layout, items, notes}, "metrics" [{key, better}], and per
+    result "aggregate" {metric: number | null}, "delta" (vs FP32) and "items" [{name, metrics, checks}]."""
+    d = data.get("dataset")
+    if not isinstance(d, dict) or not isinstance(d.get("layout"), str) or not isinstance(d.get("items"), list):
+        raise _bad(path, "an eval report needs 'dataset' with a 'layout' string and an 'items' list")
+    metrics = data.get("metrics")
+    if not isinstance(metrics, list) or not all(isinstance(m, dict) and isinstance(m.get("key"), str)
+                                                and m.get("better") in ("higher", "lower") for m in metrics):
+        raise _bad(path, "'metrics' must list {key, better: higher|lower}")
+    if not _table_ok(data.get("head", []), data.get("rows", [])):
+        raise _bad(path, "'head' and 'rows' must be lists")
+    for i, r in enumerate(data["results"]):
+        if not isinstance(r, dict) or not all(isinstance(r.get(k), str) for k in ("variant", "backend")):
+            raise _bad(path, f"result {i} needs 'variant' and 'backend' strings")
+        if r.get("error") is not None and not isinstance(r["error"], str):
+            raise _bad(path, f"result {i}: 'error' must be a string")
+        numbers = isinstance(r.get("aggregate"), dict) and all(v is None or _num(v) for v in r["aggregate"].values())
+        if not numbers or not isinstance(r.get("delta") or {}, dict) or not isinstance(r.get("items"), list):
+            raise _bad(path, f"result {r['variant']}: 'aggregate' must map metrics to numbers, 'items' be a list")
+        for item in r["items"]:
+            if not isinstance(item, dict) or not isinstance(item.get("name"), str) \
+                    or not isinstance(item.get("metrics"), dict) or not isinstance(item.get("checks", []), list):
+                raise _bad(path, f"result {r['variant']}: each item needs a 'name', 'metrics' and a 'checks' list")
+
+
 def validate(data, path="report.json") -> dict:
     if not isinstance(data, dict):
         raise _bad(path, "top level is not an object")
@@ -130,6 +156,8 @@ def validate(data, path="report.json") -> dict:
         raise _bad(path, "extra.fit must hold a 'head' list and 'rows' lists")
     if data["kind"] == "bench" and not _table_ok(data.get("head", []), data.get("rows", [])):
         raise _bad(path, "'head' and 'rows' must be lists")
+    if data["kind"] == "eval":
+        _check_eval(data, path)
     return data
 
 

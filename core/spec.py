@@ -132,6 +132,68 @@ class EngineHooks:
         object.__setattr__(self, "shapes", hook(self.shapes))
 
 
+@dataclass
+class EvalItem:
+    """One scored unit of a dataset (an image, a video, a track, a chain). Generic code reads
+    `name` only and hands the item back to the model's hooks."""
+
+    name: str
+    input: Any  # what the model runs on (a path, a list of frame paths, ...)
+    reference: Any  # the ground truth (a path, {stem: path}, ...)
+    meta: dict = field(default_factory=dict)
+
+
+@dataclass
+class EvalDataset:
+    layout: str  # the layout that was recognised, in words ("MUSDB18-HQ test subset", ...)
+    items: list  # [EvalItem]
+    notes: list = field(default_factory=list)  # what was resampled, trimmed, or scored partly
+    method: str = ""  # how the metrics are computed (library, version, convention), for the report
+
+
+@dataclass(frozen=True)
+class EvalHooks:
+    """Accuracy against ground truth (`xopt eval`) and label-free checks (`xopt eval`, `run`,
+    `profile`). Every hook may be a "module:attr" string.
+
+    dataset(data: Path | None, options: {name: str | None}) -> EvalDataset: the user's layout
+        read; a missing pair is a UserError naming every one, an unreadable file names the file.
+    predict(pipeline, item) -> output: the model's pipeline on one item (model-private type).
+    prediction_paths(directory, item) -> [Path]: the files `--predictions DIR` must hold for
+        it (the runner lists every missing one at once); read_prediction(directory, item) -> output.
+    score(item, output) -> {metric: float, ..., "parts": {part: {metric: float}}?, "notes": [str]?}
+    aggregate([score, ...]) -> {metric: float}: the dataset's aggregate (e.g. SiSEC medians).
+    item_checks(item, output, info) -> [check]: label-free checks on one scored output.
+    checks(raw, output, info) -> [check]: label-free checks on what a pipeline took and gave:
+        `raw` and `output` are the pipeline's own `__call__` argument and result (a list of them
+        for sequence checks such as video flicker); `info` = {"weights": manifest weights,
+        "source": facts of the input as received (e.g. samplerate, channels)}. A check is
+        {"name", "value", "unit", "expected": str, "ok": bool, "message": one line naming the
+        likely cause when not ok}. `xopt profile` calls it on its end-to-end samples.
+    run_checks(src: Path, written: [Path], info) -> [check]: the same checks on the files
+        `xopt run` read and wrote.
+    metrics: {metric: "higher" | "lower"} (which way is better), summary columns first.
+    options: {name: help}: dataset flags `xopt eval MODEL --help` shows (`--name VALUE`).
+    """
+
+    dataset: HookRef
+    predict: HookRef
+    score: HookRef
+    aggregate: HookRef
+    prediction_paths: HookRef | None = None
+    read_prediction: HookRef | None = None
+    item_checks: HookRef | None = None
+    checks: HookRef | None = None
+    run_checks: HookRef | None = None
+    metrics: Mapping[str, str] = field(default_factory=dict)
+    options: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self):
+        for name in ("dataset", "predict", "score", "aggregate", "prediction_paths", "read_prediction",
+                     "item_checks", "checks", "run_checks"):
+            object.__setattr__(self, name, hook(getattr(self, name)))
+
+
 @dataclass(frozen=True)
 class BenchTargets:
     """What `xopt bench` checks: minimum speed-ups per variant, and drift against the noise floor."""
@@ -180,6 +242,7 @@ class ModelSpec:
     shrink: HookRef | None = None
     packages: Sequence[str] = ()  # distributions whose versions every report records, e.g. ("demucs",)
     fit: FitHooks | None = None
+    evaluation: EvalHooks | None = None  # `xopt eval` and label-free checks
     engine: EngineHooks = field(default_factory=EngineHooks)
     bench: BenchTargets = field(default_factory=BenchTargets)
 

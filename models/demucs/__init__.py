@@ -10,6 +10,7 @@ from typing import Any, Mapping
 
 from xopt.registry import register
 from xopt.models.demucs import pipeline as host
+from xopt.spec import EvalHooks
 from xopt.spec import Built, FitHooks, ModelSpec, Tolerance, Variant, Weights
 
 SOURCES = ["drums", "bass", "other", "vocals"]
@@ -220,5 +221,18 @@ SPEC = register(ModelSpec(
     budget_checks=budget_checks,
     packages=("demucs",),
     shrink=shrink,
+    # xopt eval: museval BSS Eval v4 SDR per stem on MUSDB18-HQ; label-free mixture/rate/clipping/loudness checks
+    evaluation=EvalHooks(
+        dataset="xopt.models.demucs.eval_data:read_dataset", predict="xopt.models.demucs.evaluate:predict",
+        score="xopt.models.demucs.evaluate:score", aggregate="xopt.models.demucs.evaluate:aggregate",
+        prediction_paths="xopt.models.demucs.evaluate:prediction_paths",
+        read_prediction="xopt.models.demucs.evaluate:read_prediction",
+        item_checks="xopt.models.demucs.evaluate:item_checks", checks="xopt.models.demucs.checks:checks",
+        run_checks="xopt.models.demucs.checks:run_checks",
+        metrics={"sdr": "higher", **{f"sdr_{s}": "higher" for s in SOURCES}, "sdr_plain": "higher",
+                 "sir": "higher", "sar": "higher", "isr": "higher"},
+        options={"subset": "train or test, when DATA is the MUSDB18-HQ root (default test)",
+                 "seconds": "score the first S seconds of each track (default: whole tracks)",
+                 "sdr": "museval (BSS Eval v4, the default) or plain (the fast whole-track SDR only)"}),
     fit=FitHooks(search="xopt.models.demucs.budget:fit_to_budget", chunk="xopt.models.demucs.budget:chunk_options"),
 ))

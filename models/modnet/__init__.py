@@ -7,6 +7,7 @@ import numpy as np
 
 from xopt.registry import register
 from xopt.models.modnet.pipeline import calibration_feeds, drift, perturb, profile_inputs
+from xopt.spec import EvalHooks
 from xopt.spec import BenchTargets, Built, EngineHooks, ModelSpec, Tolerance, Variant
 
 EXAMPLE_SIZE = (256, 256)  # traced shape
@@ -118,6 +119,19 @@ SPEC = register(ModelSpec(
     # TensorRT takes only symmetric Q/DQ and no INT32 bias: `--engine --int8` builds int8-trt
     engine=EngineHooks(shapes=engine_shapes, int8_variant="int8-trt"),
     shrink=shrink,
+    # xopt eval: matting benchmarks' errors and mask IoU; label-free coverage and video flicker checks
+    evaluation=EvalHooks(
+        dataset="xopt.models.modnet.eval_data:read_dataset", predict="xopt.models.modnet.evaluate:predict",
+        score="xopt.models.modnet.evaluate:score", aggregate="xopt.models.modnet.evaluate:aggregate",
+        prediction_paths="xopt.models.modnet.evaluate:prediction_paths",
+        read_prediction="xopt.models.modnet.evaluate:read_prediction",
+        item_checks="xopt.models.modnet.evaluate:item_checks", checks="xopt.models.modnet.checks:checks",
+        run_checks="xopt.models.modnet.checks:run_checks",
+        metrics={"iou": "higher", "sad": "lower", "mse": "lower", "mad": "lower", "grad": "lower",
+                 "conn": "lower", "dtssd": "lower"},
+        options={"images": "folder of input images (P3M-10k / AM-2k style; with --mattes)",
+                 "mattes": "folder of reference mattes or masks, paired with --images by file stem",
+                 "trimaps": "folder of trimaps (0/128/255): errors over the unknown band, not the whole image"}),
     # ORT FP32 >= 1.5x torch eager; INT8 >= 2x ORT FP32 with matte MAE drift within 3x the FP32
     # model's own drift under +-1 grey level of input noise
     bench=BenchTargets(vs_torch={"fp32": 1.5}, vs_fp32={"int8": 2.0}, drift_key="mae", drift_vs_noise=3.0),

@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from xopt.registry import register
+from xopt.spec import EvalHooks
 from xopt.spec import Built, FitHooks, ModelSpec, Tolerance, Variant, Weights
 
 _TINY = {
@@ -222,4 +223,16 @@ SPEC = register(ModelSpec(
     budget_checks=budget_checks,
     packages=("openfold",),
     fit=FitHooks(search="xopt.models.openfold.budget:fit_report", chunk="xopt.models.openfold.budget:chunk_options"),
+    # xopt eval: C-alpha RMSD, GDT-TS, lDDT-Ca, TM-score against PDB/mmCIF references; pLDDT, C-alpha
+    # spacing and clash checks
+    evaluation=EvalHooks(
+        dataset="xopt.models.openfold.evaluate:read_dataset", predict="xopt.models.openfold.evaluate:predict",
+        score="xopt.models.openfold.evaluate:score", aggregate="xopt.models.openfold.evaluate:aggregate",
+        prediction_paths="xopt.models.openfold.evaluate:prediction_paths",
+        read_prediction="xopt.models.openfold.evaluate:read_prediction",
+        item_checks="xopt.models.openfold.evaluate:item_checks", checks="xopt.models.openfold.checks:checks",
+        run_checks="xopt.models.openfold.checks:run_checks",
+        metrics={"ca_rmsd": "lower", "gdt_ts": "higher", "lddt_ca": "higher", "tm_score": "higher",
+                 "plddt_mean": "higher", "coverage": "higher"},
+        options={"chain": "reference chain id to score against (default: the chain that aligns best)"}),
 ))
