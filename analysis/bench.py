@@ -10,6 +10,8 @@ import time
 from xopt import progress
 from xopt.runtime import load
 from xopt.analysis.profiler import drift_between, ensure_variants, noise_floor, run_targets
+from xopt.analysis.verdicts import drift_verdict, gate_of
+from xopt.report_schema import SCHEMA_VERSION
 from xopt.stats import latency_summary
 
 ROUNDS = 5
@@ -47,7 +49,7 @@ def bench_model(name: str, variants, artifacts=None, frames: int = 20, profile_n
         s.close()
     stats = {k: latency_summary(v) for k, v in times.items()}
     tg = spec.bench
-    key = tg.drift_key or (spec.drift_keys[0] if spec.drift_keys else None)
+    key = tg.drift_key or gate_of(spec).key
     head = ["contender", "p50 ms", "p90 ms", "speed-up vs torch", "speed-up vs ORT FP32",
             f"drift {key}" if key else "drift", f"noise floor {key}" if key else "", "× noise floor"]
     rows, verdicts, results = [], [], {}
@@ -72,13 +74,12 @@ def bench_model(name: str, variants, artifacts=None, frames: int = 20, profile_n
             continue
         got = res["speedup_vs_ort_fp32"]
         verdicts.append(f"{'MET' if got >= need else 'MISSED'}: ORT {variant} is {got:.2f}× ORT FP32 (target ≥ {need}×)")
-        if tg.drift_vs_noise and res["drift_vs_noise"] is not None:
-            ok = res["drift_vs_noise"] <= tg.drift_vs_noise
-            verdicts.append(f"{'MET' if ok else 'MISSED'}: {variant} drift {key} is {res['drift_vs_noise']:.2f}× the "
-                            f"noise floor (target ≤ {tg.drift_vs_noise}×)")
+        gate = drift_verdict(spec, res["drift"], floor)  # the same verdict xopt profile gives this row
+        res["drift_gate"] = gate
+        verdicts.append(f"{'MET' if gate['passed'] else 'MISSED'}: {variant} drift gate: {gate['text']}")
     shape = {k: list(v.shape) for k, v in feeds[0].items()}
     weights = manifest.weights.get("kind")
-    return {"schema_version": 1, "kind": "bench", "model": name, "weights": manifest.weights,
+    return {"schema_version": SCHEMA_VERSION, "kind": "bench", "model": name, "weights": manifest.weights,
             "machine": describe(), "profile": profile.to_json(), "command": command, "inputs": shape,
             "results": results, "noise_floor": floor, "verdicts": verdicts, "head": head, "rows": rows,
             "title": f"{name} bench on {describe()['cpu']} — inputs {shape} — weights: {weights}"}

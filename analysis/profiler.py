@@ -1,5 +1,9 @@
 """Profile variants against the FP32 baseline: drift (model terms, tensor stats, noise floor),
 warm-up, latency, memory, and budget checks against a device profile.
+
+`profile_model` runs the FP32 reference and then each variant in a process of its own
+(analysis/isolate.py): warm-up is a cold start, memory is the variant's own, and a variant that
+runs out of memory is reported as not fitting while the others still run.
 """
 from __future__ import annotations
 
@@ -14,8 +18,11 @@ from xopt import progress
 from xopt.errors import UserError
 from xopt.compare import compare, worst
 from xopt.runtime import load
-from xopt.runtime.memory import MemoryMonitor, is_out_of_memory
+from xopt.runtime.memory import MemoryMonitor
 from xopt.stats import latency_summary, mean_terms
+
+from xopt.analysis.previews import PREVIEW_INPUTS
+from xopt.analysis.verdicts import NOT_MEASURED, drift_verdict
 
 REFERENCE_BACKEND = "ort-cpu"
 
@@ -26,8 +33,13 @@ def run_targets(profile, manifest) -> dict:
     return {**profile.model_targets(manifest.model), "config": manifest.config, "weights": manifest.weights}
 
 
-def _outputs(session, feeds) -> list[dict]:
-    return [session.run(f) for f in feeds]
+def outputs(session, feeds, on_each=None) -> list[dict]:
+    outs = []
+    for i, f in enumerate(feeds):
+        outs.append(session.run(f))
+        if on_each:
+            on_each(i + 1)
+    return outs
 
 
 def drift_between(spec, refs: list[dict], outs: list[dict], feeds: list[dict]) -> dict:
@@ -40,7 +52,7 @@ def noise_floor(spec, baseline, feeds: list[dict], refs: list[dict], seed: int) 
     """The FP32 model's own drift under ±1 input quantum: what 'no real change' looks like."""
     rng = np.random.default_rng(seed + 1)
     noisy = [spec.perturb(f, rng) for f in feeds]
-    return drift_between(spec, refs, _outputs(baseline, noisy), noisy)
+    return drift_between(spec, refs, outputs(baseline, noisy), noisy)
 
 
 def _pipeline_class(spec):
@@ -51,7 +63,10 @@ def _pipeline_class(spec):
 
 
 def _budget(spec, profile, result: dict, on_gpu: bool) -> dict:
+    """Checks against the device profile. A device target this machine cannot measure (a GPU
+    profile's throughput on a CPU host) reads "not measured here" (passed None), never FAIL."""
     targets = profile.model_targets(spec.name)
+    device_timing = on_gpu or profile.kind != "gpu"
     checks = [{"name": "precision supported", "passed": result["precision"] in profile.precisions + ("mixed",),
                "value": result["precision"], "limit": list(profile.precisions), "unit": ""}]
     mem = result["memory"]
@@ -60,30 +75,40 @@ def _budget(spec, profile, result: dict, on_gpu: bool) -> dict:
                    "value": round(mem["peak_mb"], 1), "limit": round(profile.budget_mb, 1), "unit": "MB"})
     if targets.get("fps") and result.get("fps"):
         fps = result.get("fps_e2e") or result["fps"]
-        checks.append({"name": f"throughput [{'this GPU' if on_gpu else 'this CPU, not the device'}]",
+        checks.append({"name": f"throughput [{'this GPU' if on_gpu else 'this CPU'}]", "timing": True,
                        "passed": fps >= targets["fps"], "value": round(fps, 2), "limit": targets["fps"],
                        "unit": "fps"})
-    checks.append({"name": "drift finite and within tolerance", "passed": bool(result["drift_ok"]),
-                   "value": result["drift_ok"], "limit": True, "unit": ""})
+    gate = result["drift_gate"]
+    checks.append({"name": f"drift within the gate ({gate['key']})", "passed": bool(gate["passed"]),
+                   "value": gate["text"], "limit": gate.get("bound"), "unit": gate.get("unit", "")})
     if spec.budget_checks is not None:
         checks.extend(spec.budget_checks(targets, result))
-    return {"passed": all(c["passed"] for c in checks), "checks": checks}
+    for c in checks:
+        if c.get("timing") and not device_timing:
+            c["passed"] = None
+            c["status"] = f"{NOT_MEASURED} (a {profile.name} target; this is a CPU host)"
+    return {"passed": all(c["passed"] is not False for c in checks), "checks": checks}
 
 
-def _timed_runs(session, feeds, frames: int) -> list[float]:
+def _timed_runs(session, feeds, frames: int, warmup: int, progress=None) -> list[float]:
+    for i in range(warmup):  # untimed, after the first inference the session timings keep apart
+        session.run(feeds[i % len(feeds)])
     before = len(session.timings.run_ms)
     for i in range(frames):
         session.run(feeds[i % len(feeds)])
+        if progress:
+            progress("frames", i + 1, frames)
     return session.timings.run_ms[before:]
 
 
-def _e2e(spec, session, manifest, targets, frames: int, seed: int) -> list[float] | None:
+def _e2e(spec, session, manifest, variant, targets, frames: int, seed: int, progress=None) -> list[float] | None:
     cls = _pipeline_class(spec)
     if cls is None:
         return None
     from xopt.runtime import pipeline_config
 
-    pipe = cls(session, pipeline_config(manifest))
+    pipe = cls(session, pipeline_config(manifest), variant=manifest.variant(variant))
+    frames = min(frames, cls.e2e_runs or frames)
     raws = pipe.raw_samples(max(1, min(frames, 4)), targets, seed)
     pipe(raws[0])  # warm the pre/post-processing caches; measured separately as first inference
     times = []
@@ -91,37 +116,27 @@ def _e2e(spec, session, manifest, targets, frames: int, seed: int) -> list[float
         t0 = time.perf_counter()
         pipe(raws[i % len(raws)])
         times.append((time.perf_counter() - t0) * 1e3)
+        if progress:
+            progress("end-to-end frames", i + 1, frames)
     return times
-
-
-def _fits(spec, manifest, variant, backend, targets, seed) -> bool:
-    try:
-        with load(manifest, backend=backend, variant=variant) as session:
-            for feed in spec.profile_inputs(targets, 1, seed):
-                session.run(feed)
-        return True
-    except Exception as exc:  # same rule as the caller: only allocation failures mean "does not fit"
-        if is_out_of_memory(exc):
-            return False
-        raise
 
 
 def _shape_text(targets) -> str:
     return ", ".join(f"{k}={v}" for k, v in targets.items() if isinstance(v, (int, float)) and not isinstance(v, bool))
 
 
-def _does_not_fit(spec, manifest, variant, backend, profile, seed, exc) -> dict:
-    """A variant that ran out of memory: say so, and find the largest smaller input that runs."""
-    targets = run_targets(profile, manifest)
-    smaller, fits_at = targets, None
+def _does_not_fit(spec, manifest, variant, backend, profile, targets, why: str, fits) -> dict:
+    """A variant that ran out of memory: say so, and find the largest smaller input that runs
+    (`fits(targets) -> bool`, each probe in a process of its own)."""
+    smaller, fits_at = dict(targets), None
     while spec.shrink is not None and fits_at is None:
         smaller = spec.shrink(smaller)
         if smaller is None:
             break
-        if _fits(spec, manifest, variant, backend, smaller, seed):
+        if fits(smaller):
             fits_at = smaller
     hint = (f"fits at {_shape_text(fits_at)}" if fits_at else "no smaller input fits either")
-    error = f"does not fit the budget at {_shape_text(targets)} ({type(exc).__name__}); {hint}"
+    error = f"does not fit at {_shape_text(targets)} ({why}); {hint}"
     return {"variant": variant, "precision": manifest.variant(variant)["precision"], "backend": backend,
             "artifact": manifest.variant(variant)["path"], "error": error, "fits_at": fits_at,
             "drift": {}, "drift_ok": False, "latency_ms": {}, "memory": {"kind": "out-of-memory", "peak_mb": None},
@@ -130,32 +145,42 @@ def _does_not_fit(spec, manifest, variant, backend, profile, seed, exc) -> dict:
 
 
 def profile_variant(spec, manifest, variant: str, backend: str, feeds, refs, floor, profile, frames: int,
-                    seed: int, e2e: bool = True) -> dict:
+                    seed: int, e2e: bool = True, warmup: int = 1, targets: dict | None = None,
+                    session_options: dict | None = None, progress=None, previews_dir: str | Path | None = None,
+                    previews: int = 0) -> dict:
     entry = manifest.variant(variant)
     result = {"variant": variant, "precision": entry["precision"], "backend": backend,
               "artifact": entry["path"], "error": None}
-    targets = run_targets(profile, manifest)
-    with MemoryMonitor() as mon:
-        session = load(manifest, backend=backend, variant=variant)
+    targets = targets if targets is not None else run_targets(profile, manifest)
+    with MemoryMonitor(timeline=True) as mon:
+        session = load(manifest, backend=backend, variant=variant, **(session_options or {}))
         try:
-            outs = _outputs(session, feeds)
-            run_ms = _timed_runs(session, feeds, frames)
-            e2e_ms = _e2e(spec, session, manifest, targets, frames, seed) if e2e else None
+            mon.mark("session loaded")
+            outs = outputs(session, feeds)
+            mon.mark("timed frames")
+            run_ms = _timed_runs(session, feeds, frames, warmup, progress)
+            mon.mark("end to end" if e2e else "close")
+            e2e_ms = _e2e(spec, session, manifest, variant, targets, frames, seed, progress) if e2e else None
             result["providers"] = session.providers
             t = session.timings
         finally:
             session.close()
     result["drift"] = drift_between(spec, refs, outs, feeds)
     result["noise_floor"] = floor
+    if previews_dir:  # the model's own outputs beside FP32's, outside the memory measurement
+        from xopt.analysis.previews import run_hook
+
+        result.update(run_hook(spec, variant, feeds, refs, outs, previews_dir, previews))
     tensor_ok = all(d["finite"] for d in result["drift"]["tensor"].values())
-    result["drift_ok"] = tensor_ok and bool(result["drift"].get("passed", True))
+    result["drift_gate"] = drift_verdict(spec, result["drift"], floor)
+    result["drift_ok"] = bool(result["drift_gate"]["passed"])
     if not tensor_ok:
         # Model drift terms can look harmless on NaN (a thresholded IoU, a NaN-skipping mean):
         # the variant is reported as failed, with what broke, never as a small drift number.
         bad = [name for name, d in result["drift"]["tensor"].items() if not d["finite"]]
         result["error"] = (f"drift check failed: NaN/Inf in {', '.join(bad)} on the drift inputs (FP16 overflow?); "
                            "keep the overflowing layers in FP32 or use another variant")
-    result["warmup_ms"] = {"load": t.load_ms, "first_inference": t.first_run_ms,
+    result["warmup_ms"] = {"load": t.load_ms, "first_inference": t.first_run_ms, "warmup_runs": warmup,
                            **({"build": t.build_ms} if t.build_ms else {}),
                            **({"cache_hit": t.cache_hit} if t.cache_hit is not None else {})}
     result["latency_ms"] = latency_summary(run_ms)
@@ -193,54 +218,115 @@ def ensure_variants(name: str, variants: Sequence[str], artifacts, profile):
     return export_model(name, missing, out_dir=art, profile=profile, **kw)
 
 
-def profile_model(name: str, variants: Sequence[str], artifacts: str | Path | None = None, backend: str = "ort-cpu",
-                  frames: int = 20, profile_name: str | None = None, seed: int = 0, export_missing: bool = True,
-                  e2e: bool = True, command: str | None = None) -> dict:
-    from xopt.machine import describe
+def validate_request(name: str, variants: Sequence[str], backend: str, frames: int, warmup: int,
+                     threads: int | None, profile_name: str | None):
+    """Everything about a profile request that can be wrong, checked before any work or output."""
     from xopt.profiles import get_profile
     from xopt.registry import get_model
-    from xopt.report_schema import SCHEMA_VERSION
-
     from xopt.runtime.backends.base import get_backend
 
     spec = get_model(name)
     profile = get_profile(profile_name)
+    if not variants:
+        raise UserError("no variants to profile", "pass e.g. --variants fp32,fp16")
     for v in variants:
         spec.variant(v)
     get_backend(backend)
-    manifest = ensure_variants(name, variants, artifacts, profile)
-    art = manifest.directory
     if backend == "torch" and any(v != "fp32" for v in variants):
         raise UserError("the torch backend runs the FP32 PyTorch model only", "use --variants fp32 with --backend torch")
+    if frames < 1:
+        raise UserError(f"--frames {frames} measures nothing", "pass --frames 1 or more")
+    if warmup < 0:
+        raise UserError(f"--warmup {warmup} is negative", "pass --warmup 0 or more")
+    if threads is not None and threads < 1:
+        raise UserError(f"--threads {threads} is not a thread count", "pass --threads 1 or more")
+    return spec, profile
 
-    results = []
-    try:
-        with progress.step(f"{name}: FP32 baseline and noise floor ({REFERENCE_BACKEND})"):
-            targets = run_targets(profile, manifest)
-            feeds = spec.profile_inputs(targets, max(1, min(frames, 8)), seed)
-            with load(manifest, backend=REFERENCE_BACKEND, variant="fp32") as baseline:
-                refs = _outputs(baseline, feeds)
-                floor = noise_floor(spec, baseline, feeds, refs, seed)
-    except Exception as exc:  # the baseline itself does not fit: every variant is reported as such
-        if not is_out_of_memory(exc):
-            raise
-        feeds = None
-        results = [_does_not_fit(spec, manifest, v, backend, profile, seed, exc) for v in variants]
-    for v in variants if feeds is not None else ():
-        with progress.step(f"{name} {v}: {frames} frames on {backend}"):
+
+def profile_model(name: str, variants: Sequence[str], artifacts: str | Path | None = None, backend: str = "ort-cpu",
+                  frames: int = 20, profile_name: str | None = None, seed: int = 0, export_missing: bool = True,
+                  e2e: bool = True, command: str | None = None, warmup: int = 1, threads: int | None = None,
+                  targets_override: dict | None = None, inputs_file: str | Path | None = None,
+                  log: str | Path | None = None, previews_dir: str | Path | None = None,
+                  previews: int | None = None) -> dict:
+    """Profile `variants` of `name`, each in a process of its own; the report dict (kind "profile")."""
+    import tempfile
+
+    from xopt.analysis.isolate import ChildOutOfMemory, run_job
+    from xopt.machine import describe
+    from xopt.report_schema import SCHEMA_VERSION
+
+    spec, profile = validate_request(name, variants, backend, frames, warmup, threads, profile_name)
+    manifest = ensure_variants(name, variants, artifacts, profile)
+    art = manifest.directory
+    targets = {**run_targets(profile, manifest), **(targets_override or {})}
+    session_options = {"intra_op_num_threads": threads} if threads else {}
+    base = {"model": name, "artifacts": str(art), "profile": profile.source, "seed": seed,
+            "session_options": session_options}
+    log_path = Path(log) if log else Path(tempfile.gettempdir()) / f"xopt-{name}-profile.log"
+    results, ref = [], None
+    with tempfile.TemporaryDirectory(prefix="xopt-profile-") as tmp:
+        work = Path(tmp)
+        base["workdir"] = str(work)
+        inputs = None
+        if inputs_file:
+            from xopt.analysis.isolate import save_feeds
+            from xopt.runtime.polygraphy_io import load_inputs
+
+            inputs = work / "user-inputs.npz"
+            save_feeds(inputs, load_inputs(inputs_file))
+
+        def fits_for(variant: str):
+            def fits(smaller: dict) -> bool:
+                try:
+                    return run_job("fits", {**base, "variant": variant, "backend": backend, "targets": smaller},
+                                   work, log_path)
+                except ChildOutOfMemory:
+                    return False
+            return fits
+
+        n = max(1, min(frames, 8))
+        try:
+            with progress.bar(f"{name}: FP32 reference outputs and noise floor ({REFERENCE_BACKEND})") as bar:
+                ref = run_job("reference", {**base, "targets": targets, "n": n, "inputs_file": inputs and str(inputs)},
+                              work, log_path, on_progress=bar)
+        except ChildOutOfMemory as exc:  # the reference itself does not fit: so does no variant
+            fp32_fits = _does_not_fit(spec, manifest, "fp32", REFERENCE_BACKEND, profile, targets, exc.why,
+                                      fits_for("fp32"))
+            results = [{**fp32_fits, "variant": v_, "precision": manifest.variant(v_)["precision"],
+                        "artifact": manifest.variant(v_)["path"]} for v_ in variants]
+        for v in variants if ref is not None else ():
+            job = {**base, "variant": v, "backend": backend, "targets": targets, "frames": frames, "warmup": warmup,
+                   "e2e": e2e, "floor": ref["floor"], "previews_dir": previews_dir and str(previews_dir),
+                   "previews": PREVIEW_INPUTS if previews is None else previews}
             try:
-                results.append(profile_variant(spec, manifest, v, backend, feeds, refs, floor, profile, frames,
-                                               seed, e2e))
-            except Exception as exc:  # only allocation failures are a result; anything else is re-raised
-                if not is_out_of_memory(exc):
-                    raise
-                results.append(_does_not_fit(spec, manifest, v, backend, profile, seed, exc))
+                with progress.bar(f"{name} {v}: {frames} frames on {backend}") as bar:
+                    results.append(run_job("variant", job, work, log_path, on_progress=bar))
+            except ChildOutOfMemory as exc:
+                results.append(_does_not_fit(spec, manifest, v, backend, profile, targets, exc.why, fits_for(v)))
+    inputs_text = (spec.describe_inputs(targets, ref["inputs"]) if spec.describe_inputs and ref else None)
     return {
         "schema_version": SCHEMA_VERSION, "kind": "profile", "model": name, "weights": manifest.weights,
         "config": manifest.config, "covers": manifest.covers,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "command": command or f"xopt profile {name} --variants {','.join(variants)}",
         "machine": describe(), "profile": profile.to_json(),
-        "settings": {"backend": backend, "frames": frames, "seed": seed, "artifacts": str(art),
-                     "reference": f"fp32 artifact on {REFERENCE_BACKEND}", "drift_inputs": len(feeds or ())},
-        "results": results, "extra": {"drift_keys": list(spec.drift_keys)},
+        "settings": {"backend": backend, "frames": frames, "warmup_runs": warmup, "seed": seed, "artifacts": str(art),
+                     "reference": f"fp32 artifact on {REFERENCE_BACKEND}", "drift_inputs": (ref or {}).get("n", 0),
+                     "inputs": (ref or {}).get("inputs"), "input_size": inputs_text,
+                     "inputs_file": str(inputs_file) if inputs_file else None,
+                     "threads": {"intra_op": threads or "onnxruntime default (one per physical core)", "inter_op": 1},
+                     "isolation": "each variant (and the FP32 reference) in a process of its own",
+                     "targets": {k: v for k, v in targets.items() if k not in ("config", "weights")},
+                     "log": str(log_path)},
+        "results": results, "extra": {"drift_keys": list(spec.drift_keys), "gate": _gate_json(spec),
+                                      "higher_is_better": list(spec.higher_is_better),
+                                      "drift_units": dict(spec.drift_units)},
     }
+
+
+def _gate_json(spec) -> dict:
+    from dataclasses import asdict
+
+    from xopt.analysis.verdicts import gate_of
+
+    return asdict(gate_of(spec))

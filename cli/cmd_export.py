@@ -93,15 +93,25 @@ def run(args) -> int:
         from xopt.export.tf import tf_source
 
         source = tf_source(args.from_tf, spec, layout=args.tf_layout)
-    manifest = export_model(spec.name, variants, out_dir=args.out, checkpoint=args.checkpoint, config=args.config,
-                            config_overrides=overrides or None, profile=profile, force=args.force,
-                            pass_options=pass_options(args), seed=args.seed,
-                            tolerances=tolerances, source=source)
-    if args.engine:
-        from xopt.export.engines import add_engines
+    from xopt.analysis.quiet import log_summary, quiet_third_party
+    from xopt.cache import cache_root
 
-        add_engines(spec, manifest, engine_for, args.engine, profile, force=args.force,
-                    options=pass_options(args).get("engine"))
+    log = cache_root() / "logs" / f"export-{spec.name}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.write_text("", encoding="utf-8")  # this run's chatter only
+    with quiet_third_party(log):
+        manifest = export_model(spec.name, variants, out_dir=args.out, checkpoint=args.checkpoint,
+                                config=args.config, config_overrides=overrides or None, profile=profile,
+                                force=args.force, pass_options=pass_options(args), seed=args.seed,
+                                tolerances=tolerances, source=source)
+        if args.engine:
+            from xopt.export.engines import add_engines
+
+            add_engines(spec, manifest, engine_for, args.engine, profile, force=args.force,
+                        options=pass_options(args).get("engine"))
+    note = log_summary(log)
+    if note:
+        console().print(note, style="dim", markup=False)
     rows = [[v["name"], v["precision"], v["path"], f"{v['size_bytes'] / 2**20:.1f}",
              f"{v['parity']['max_abs']:.3g}", "pass" if v["parity"]["passed"] else "FAIL",
              ", ".join(f"{e['path']}{' (cache hit)' if e.get('cache_hit') else ''}" for e in v.get("engines", []))]

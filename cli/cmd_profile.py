@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 from pathlib import Path
-from xopt.cli.common import console, command_line
+
+from xopt.cli.common import command_line, console
 
 NAME = "profile"
 ORDER = 4
@@ -10,28 +11,97 @@ HELP = "compare variants with the FP32 baseline and write report.json/md/html"
 
 
 def add_arguments(p, argv: list[str]) -> None:
+    from xopt.cli.flags import model_in
+
     p.add_argument("model")
     p.add_argument("--variants", default="fp32,fp16,int8", help="comma-separated variants")
     p.add_argument("--artifacts", default=None, help="export directory (default artifacts/MODEL); missing variants are exported")
     p.add_argument("--backend", default="ort-cpu", help="runtime backend (see xopt list)")
-    p.add_argument("--frames", type=int, default=20, help="timed frames per variant after warm-up")
+    p.add_argument("--frames", type=int, default=20, help="timed frames per variant after warm-up (at least 1)")
+    p.add_argument("--warmup", type=int, default=1, help="untimed runs after the first inference (default 1)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="intra-op threads of each session (default: ONNX Runtime's, one per physical core)")
+    p.add_argument("--inputs", default=None, metavar="FILE",
+                   help="user-supplied inputs in Polygraphy's JSON format (polygraphy run --save-inputs)")
     p.add_argument("--profile", default=None, help="device profile (default rtx3060-laptop-12gb)")
     p.add_argument("--out", default=None, help="report directory (default reports/MODEL)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-e2e", action="store_true", help="skip end-to-end (pre/post-processing) timing")
-    p.add_argument("--force", action="store_true", help="overwrite an existing report")
+    p.add_argument("--force", action="store_true", help="overwrite report files xopt did not write")
+    _add_shape_flags(p, model_in(argv, "profile"))
+
+
+def _add_shape_flags(p, model: str | None) -> None:
+    """Input-size flags the model's spec declares (--height/--width, --batch, --residues, ...)."""
+    from xopt.errors import UserError
+    from xopt.registry import list_models
+
+    try:
+        specs = list_models()
+    except UserError:
+        return
+    flags = {}
+    for spec in specs:
+        if model in (None, spec.name):
+            for f in spec.shape_flags:
+                flags.setdefault(f.flag, (f, []))[1].append(spec.name)
+    group = p.add_argument_group("input shapes (set the device profile's target for this run)")
+    for name, (f, owners) in sorted(flags.items()):
+        who = "" if model else f" [{', '.join(owners)}]"
+        group.add_argument(f"--{name}", type=f.type, default=None, dest=f"shape_{name.replace('-', '_')}",
+                           help=f"{f.help}{who}")
+
+
+def shape_targets(spec, args) -> dict:
+    from xopt.errors import UserError
+
+    out, known = {}, set()
+    for f in spec.shape_flags:
+        known.add(f.flag)
+        value = getattr(args, f"shape_{f.flag.replace('-', '_')}", None)
+        if value is None:
+            continue
+        if not value > 0:
+            raise UserError(f"--{f.flag} {value} is not positive", f"pass a positive --{f.flag}")
+        out[f.target] = [value] if f.as_list else value
+    for name, value in vars(args).items():  # a flag of another model: say so rather than ignore it
+        flag = name[len("shape_"):].replace("_", "-") if name.startswith("shape_") else None
+        if flag and value is not None and flag not in known:
+            raise UserError(f"--{flag} is not an input size of {spec.name}",
+                            f"see xopt profile {spec.name} --help for its flags")
+    return out
 
 
 def run(args) -> int:
-    from xopt.analysis.profiler import profile_model
+    from xopt.analysis.profiler import profile_model, validate_request
+    from xopt.analysis.quiet import log_summary, quiet_third_party
     from xopt.analysis.report import print_summary, refuse_existing, write_reports
 
-    out = Path(args.out) if args.out else Path("reports") / args.model
-    refuse_existing(out, args.force)  # report.md/html too: they may be the user's own files
     variants = [v for v in args.variants.split(",") if v]
-    report = profile_model(args.model, variants, artifacts=args.artifacts, backend=args.backend, frames=args.frames,
-                           profile_name=args.profile, seed=args.seed, e2e=not args.no_e2e, command=command_line())
-    print_summary(report)
-    paths = write_reports(report, out, force=args.force)
+    spec, _ = validate_request(args.model, variants, args.backend, args.frames, args.warmup, args.threads,
+                               args.profile)
+    targets = shape_targets(spec, args)
+    if args.inputs and not Path(args.inputs).is_file():
+        from xopt.errors import UserError
+
+        raise UserError(f"--inputs {args.inputs} is not a file", "pass a Polygraphy JSON inputs file")
+    out = Path(args.out) if args.out else Path("reports") / args.model
+    refuse_existing(out, args.force, ("xopt.log",))  # after validation: a bad flag gets its own message
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="xopt-log-") as tmp:
+        log = Path(tmp) / "xopt.log"
+        with quiet_third_party(log):
+            report = profile_model(args.model, variants, artifacts=args.artifacts, backend=args.backend,
+                                   frames=args.frames, profile_name=args.profile, seed=args.seed, e2e=not args.no_e2e,
+                                   command=command_line(), warmup=args.warmup, threads=args.threads,
+                                   targets_override=targets, inputs_file=args.inputs, log=log)
+        report["settings"]["log"] = str(out / "xopt.log")
+        print_summary(report)
+        text = log.read_text(encoding="utf-8", errors="replace") if log.exists() else ""
+        paths = write_reports(report, out, force=args.force, also={"xopt.log": text})
+    note = log_summary(paths["xopt.log"])
+    if note:
+        console().print(note, style="dim")
     console().print(f"wrote {paths['json']}, {paths['md'].name}, {paths['html'].name}")
     return 0

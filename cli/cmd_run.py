@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from xopt.errors import UserError
+from xopt.errors import OutputExistsError, UserError
 
 NAME = "run"
 ORDER = 5
@@ -12,12 +12,17 @@ HELP = "run a built artifact on a file (image, video, audio track, FASTA)"
 
 def add_arguments(p, argv: list[str]) -> None:
     p.add_argument("model")
-    p.add_argument("input")
+    p.add_argument("input", help="a file, or many: a directory or a quoted glob ('frames/*.png')")
     p.add_argument("-o", "--output", required=True)
     p.add_argument("--artifacts", default=None, help="export directory (default artifacts/MODEL)")
     p.add_argument("--variant", default="fp32")
     p.add_argument("--backend", default="ort-cpu")
     p.add_argument("--force", action="store_true", help="overwrite existing outputs")
+    g = p.add_argument_group("many files (a directory or glob: -o is a directory; exit 3 when some failed)")
+    g.add_argument("--ray", action="store_true", help="stream the files through Ray Data actors (one session each)")
+    g.add_argument("--address", default=None, help="with --ray: join this cluster (default: embedded, 127.0.0.1)")
+    g.add_argument("--workers", type=int, default=None, help="with --ray: actors (default: one per CPU or GPU)")
+    g.add_argument("--threads", type=int, default=None, help="intra-op threads per session (--ray default 1)")
 
 
 def run(args) -> int:
@@ -34,6 +39,10 @@ def run(args) -> int:
         raise UserError(f"{art} holds a {load_manifest(art).model} export, not {spec.name}",
                         f"pass --artifacts of a {spec.name} export")
     src = Path(args.input)
+    if args.ray or src.is_dir() or (not src.exists() and set("*?[") & set(args.input)):
+        from xopt.cli.run_batch import run_many
+
+        return run_many(args, spec, art)
     if not src.exists():
         raise UserError(f"{src} does not exist", "pass an existing input file")
     if src.is_dir():
@@ -41,10 +50,20 @@ def run(args) -> int:
     if Path(args.output).resolve() == src.resolve():
         raise UserError(f"the output {args.output} is the input file", "choose another -o/--output (even --force "
                         "never overwrites the input)")
+    # like xopt profile: build what is missing (and say so) rather than fail on a fresh checkout;
+    # a file passed as --artifacts, or a variant the model does not have, gets its own message below
+    missing = not art.exists() or (art.is_dir() and not (art / MANIFEST_NAME).is_file())
+    if missing or (art.is_dir() and args.variant in spec.variants and not load_manifest(art).has(args.variant)):
+        from xopt.analysis.profiler import ensure_variants
+
+        spec.variant(args.variant)
+        ensure_variants(spec.name, [args.variant], art, None)
     pipe = load_pipeline(art, backend=args.backend, variant=args.variant)
     try:
         written = pipe.process_file(src, Path(args.output), force=args.force,
                                     progress=lambda it, total=None: track(it, f"{args.model}", total))
+    except OutputExistsError as exc:  # name the flag this command has
+        raise OutputExistsError(exc.path, "-o/--output") from None
     finally:
         pipe.close()
     for p in written:

@@ -36,13 +36,30 @@ class MissingExtraError(UserError):
 
 
 class OutputExistsError(UserError):
-    def __init__(self, path):
-        super().__init__(f"{path} already exists", "pass --force to overwrite it or choose another --out")
+    def __init__(self, path, flag: str = "--out"):
+        """`flag`: the option the command really has for choosing where outputs go."""
+        super().__init__(f"{path} already exists", f"pass --force to overwrite it or choose another {flag}")
+        self.path = path
 
 
 class UnknownChoiceError(UserError):
     def __init__(self, kind: str, value: str, choices):
-        super().__init__(f"unknown {kind} '{value}'", f"choose one of: {', '.join(sorted(choices))}")
+        names = sorted(choices)
+        hint = did_you_mean(value, names)
+        super().__init__(f"unknown {kind} '{value}'" + (f" (did you mean '{hint}'?)" if hint else ""),
+                         f"choose one of: {', '.join(names)}")
+
+
+def did_you_mean(value: str, choices) -> str | None:
+    """The choice `value` most likely meant: a case-insensitive match, else the closest spelling."""
+    import difflib
+
+    choices = list(choices)
+    lowered = {c.lower(): c for c in choices}
+    if str(value).lower() in lowered:
+        return lowered[str(value).lower()]
+    close = difflib.get_close_matches(str(value).lower(), list(lowered), n=1, cutoff=0.75)
+    return lowered[close[0]] if close else None
 
 
 class ParityError(UserError):

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata as md
+import inspect
 import pkgutil
+import sys
 from typing import Callable, Generic, Iterable, TypeVar
 
 from xopt.errors import InternalError, UnknownChoiceError, UserError
@@ -33,6 +35,7 @@ class Registry(Generic[T]):
         self.packages_only = packages_only  # models are folders; passes and backends are modules
         self.items: dict[str, T] = {}
         self.failures: dict[str, str] = {}  # name -> why it could not be imported
+        self.origins: dict[str, str] = {}  # name -> "module:attr" of items registered from outside the package
         self._discovered = False
 
     def register(self, item: T) -> T:
@@ -42,7 +45,22 @@ class Registry(Generic[T]):
                                  f"({type(self.items[name]).__module__} and {type(item).__module__})")
         self.items[name] = item
         self.failures.pop(name, None)
+        caller = inspect.stack()[1].frame.f_globals.get("__name__", "")
+        if caller != __name__ and not caller.startswith(self.package + "."):
+            # registered by hand (a test model, a plug-in): a measurement process registers it again
+            origin = _origin(item, caller)
+            if origin:
+                self.origins[name] = origin
         return item
+
+    def replay(self, origins: dict[str, str]) -> None:
+        """Register again, in a fresh process, what `origins` (another process's) names."""
+        from xopt.spec import resolve
+
+        for name, ref in origins.items():
+            if name not in self.items:
+                obj = resolve(ref[:-2]) if ref.endswith("()") else resolve(ref)
+                self.register(obj() if ref.endswith("()") else obj)
 
     def discover(self) -> None:
         if self._discovered:
@@ -82,6 +100,20 @@ class Registry(Generic[T]):
     def unavailable(self) -> dict[str, str]:
         self.discover()
         return {k: v for k, v in sorted(self.failures.items()) if k not in self.items}
+
+
+def _origin(item, caller: str) -> str | None:
+    """A "module:attr" that gives `item` back in another process: an attribute of the module
+    that registered it (or of its class's module), else its class, called with no arguments."""
+    for mod_name in (caller, type(item).__module__):
+        mod = sys.modules.get(mod_name)
+        for attr, value in vars(mod).items() if mod else ():
+            if value is item:
+                return f"{mod_name}:{attr}"
+    cls = type(item)
+    if "<locals>" not in cls.__qualname__ and cls.__module__ != "builtins":
+        return f"{cls.__module__}:{cls.__qualname__}()"
+    return None
 
 
 def _why(exc: BaseException) -> str:

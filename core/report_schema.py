@@ -1,8 +1,8 @@
 """report.json: versioned, validated; Markdown and HTML are rendered from it only.
 
-Shape (schema_version 1):
+Shape (schema_version 2; version-1 reports still read):
 {
-  "schema_version": 1, "kind": "profile" | "fit" | "bench" | "eval" (shape: _check_eval),
+  "schema_version": 2, "kind": "profile" | "fit" | "bench" | "eval" (shape: _check_eval) | "sweep" (_check_sweep),
   "model": str, "weights": {kind, seed?, path?, sha256?}, "config": {...},
   "created": iso time, "command": the xopt command line that produced it,
   "machine": xopt.machine.describe(), "profile": DeviceProfile.to_json(),
@@ -18,9 +18,15 @@ Shape (schema_version 1):
       "fps": float, "fps_e2e": float | null, "throughput": {name: value} (e.g. real_time_factor),
       "memory": {"kind": "vram-nvml" | "host-rss", "peak_mb", "process_peak_mb"?, "device_peak_mb"?, "allocator_peak_mb"?},
       "budget": {"passed": bool, "checks": [{"name", "passed", "value", "limit", "unit"}]},
-      "error": str | null   (a failed variant: NaN/Inf, does not fit, ...)
+      "error": str | null   (a failed variant: NaN/Inf, does not fit, ...),
+      "memory.timeline": {"kind", "t_s": [...], "mb": [...], "marks": [[t_s, phase], ...]}?  (memory over time),
+      "previews": [{"input", "group", "role", "kind", "title", "file": "previews/...", ...}]?  (xopt.previews),
+      "previews_error": str?
   } ],
-  "extra": {...}  (model-specific sections, e.g. the fit curve)
+  "extra": {...}  (model-specific sections, e.g. the fit curve; sections with "head"/"rows" render as
+                  tables, "drift_units" {term: unit} label the plots' axes; "layer_drift" [{"group", "nodes",
+                  "drift", "drift_if_fp32"}] and "drift_vs_speed" [{"label", "speedup", "drift"}] (mixed
+                  precision fallbacks) render as charts)
 }
 """
 from __future__ import annotations
@@ -30,8 +36,10 @@ from pathlib import Path
 
 from xopt.errors import UserError
 
-SCHEMA_VERSION = 1
-KINDS = ("profile", "fit", "bench", "eval")
+# 2: settings record input shapes, threads and warm-up; results carry drift_gate and the worker's
+#    process; a budget check may read passed=None with a status ("not measured here")
+SCHEMA_VERSION = 2
+KINDS = ("profile", "fit", "bench", "eval", "sweep")
 _RESULT_KEYS = ("variant", "precision", "backend", "drift", "latency_ms", "memory", "budget")
 
 
@@ -80,11 +88,16 @@ def _check_result(r, i, path) -> None:
         raise _bad(path, f"{where}: memory needs a 'kind' string and a numeric 'peak_mb'")
     checks = budget.get("checks")
     named = isinstance(checks, list) and all(
-        isinstance(c, dict) and isinstance(c.get("name"), str) and isinstance(c.get("passed"), bool) for c in checks)
+        isinstance(c, dict) and isinstance(c.get("name"), str) and (isinstance(c.get("passed"), bool) or (
+            c.get("passed") is None and isinstance(c.get("status"), str))) for c in checks)  # None: not measured here
     if not isinstance(budget.get("passed"), bool) or not named:
         raise _bad(path, f"{where}: budget needs 'passed' and a list of named checks")
     if not all(r.get(k) is None or _num(r[k]) for k in ("fps", "fps_e2e")):
         raise _bad(path, f"{where}: fps must be a number")
+    previews = r.get("previews", [])
+    if not isinstance(previews, list) or not all(isinstance(p, dict) and isinstance(p.get("file"), str)
+                                                 and isinstance(p.get("kind"), str) for p in previews):
+        raise _bad(path, f"{where}: previews must be a list of records with a 'file' and a 'kind'")
 
 
 def _check_eval(data, path) -> None:
@@ -113,6 +126,17 @@ def _check_eval(data, path) -> None:
                 raise _bad(path, f"result {r['variant']}: each item needs a 'name', 'metrics' and a 'checks' list")
 
 
+def _check_sweep(data, path) -> None:
+    """kind "sweep" (xopt sweep): "points" [{model, variant, backend, status, ...}] plus the points
+    table in "head"/"rows"; each point's full profile result stays in the sweep's results.json."""
+    points = data.get("points")
+    if not isinstance(points, list) or not all(isinstance(p, dict) and all(isinstance(p.get(k), str) for k in (
+            "model", "variant", "backend", "status")) for p in points):
+        raise _bad(path, "a sweep report needs 'points' with model, variant, backend and status strings")
+    if not _table_ok(data.get("head", []), data.get("rows", [])):
+        raise _bad(path, "'head' and 'rows' must be lists")
+
+
 def validate(data, path="report.json") -> dict:
     if not isinstance(data, dict):
         raise _bad(path, "top level is not an object")
@@ -136,8 +160,8 @@ def validate(data, path="report.json") -> dict:
         raise _bad(path, "machine needs a 'cpu' string, a 'versions' object and a list of named 'gpus'")
     if not all(isinstance(data.get(k, ""), str) for k in ("created", "command")):
         raise _bad(path, "'created' and 'command' must be strings")
-    if not isinstance(data["results"], list):
-        raise _bad(path, "'results' is not a list")
+    if not isinstance(data["results"], list) and not (data["kind"] == "bench" and isinstance(data["results"], dict)):
+        raise _bad(path, "'results' is not a list")  # xopt bench keeps {contender: result}
     for key in ("profile", "settings", "extra"):
         if key in data and not isinstance(data[key], dict):
             raise _bad(path, f"'{key}' must be an object")
@@ -158,6 +182,8 @@ def validate(data, path="report.json") -> dict:
         raise _bad(path, "'head' and 'rows' must be lists")
     if data["kind"] == "eval":
         _check_eval(data, path)
+    if data["kind"] == "sweep":
+        _check_sweep(data, path)
     return data
 
 

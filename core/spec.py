@@ -73,6 +73,24 @@ class Built:
     extra: dict = field(default_factory=dict)  # model-private state its own hooks share; generic code never reads it
 
 
+@dataclass
+class Graph:
+    """One more ONNX graph a variant ships beside its main graph (a spec's `graphs` hook), for
+    models the host drives as several graphs (e.g. chunk loops, recycling). The exporter traces
+    `module` on `example`, runs the variant's passes, gates it on `validation` (feeds at shapes
+    the trace did not see) against the same graph of the FP32 build, and records it in the
+    variant's manifest entry under "graphs"."""
+
+    name: str  # unique within the variant; the file is MODEL_VARIANT.NAME.onnx
+    module: Any
+    input_names: Sequence[str]
+    output_names: Sequence[str]
+    dynamic_axes: Mapping[str, Mapping[int, str]]
+    example: Feed
+    validation: list  # [Feed], in input_names order
+    tolerance: Tolerance | None = None  # default: the variant's
+
+
 @dataclass(frozen=True)
 class Tolerance:
     """Parity bounds against FP32 PyTorch; `None` leaves a bound unchecked.
@@ -200,13 +218,40 @@ class BenchTargets:
 
     vs_torch: Mapping[str, float] = field(default_factory=dict)  # ORT variant vs torch eager
     vs_fp32: Mapping[str, float] = field(default_factory=dict)  # variant vs ORT FP32
-    drift_key: str | None = None  # default: the spec's first drift key
-    drift_vs_noise: float | None = None  # drift at most this many noise floors
+    drift_key: str | None = None  # the drift column shown; default: the gate's key
+
+
+@dataclass(frozen=True)
+class DriftGate:
+    """When a variant's drift is acceptable, in the model's own terms. It passes when the domain
+    term `key` is within `noise_multiple` times the FP32 model's own drift under input noise (the
+    noise floor), or meets the absolute `limit` (a level below which users cannot tell, e.g. an
+    SDR in dB), whichever is looser. For terms where higher is better and which are measured in
+    dB (SDR), k times the noise is the floor minus 20·log10(k) dB."""
+
+    key: str
+    higher_is_better: bool = False
+    noise_multiple: float | None = 3.0
+    limit: float | None = None
+    unit: str = ""
+    db: bool = False  # the term is in dB: multiples of the noise become dB offsets
+
+
+@dataclass(frozen=True)
+class ShapeFlag:
+    """An input-size flag of `xopt profile` (like trtexec's --shapes), derived from the spec:
+    `--<flag> VALUE` sets the device profile's model target `target`."""
+
+    flag: str
+    target: str
+    type: type = int
+    help: str = ""
+    as_list: bool = False  # the target holds a list (e.g. residue counts); the flag sets one value
 
 
 #: ModelSpec fields that hold hooks ("module:attr" strings are wrapped in a lazy Hook)
 _HOOKS = ("build", "example_inputs", "validation_inputs", "calibration_inputs", "drift", "perturb",
-          "profile_inputs", "budget_checks", "shrink")
+          "profile_inputs", "budget_checks", "shrink", "describe_inputs", "graphs", "assemble", "previews")
 
 
 @dataclass
@@ -236,15 +281,29 @@ class ModelSpec:
     covers: str = "whole model"  # what part of the model the exported graph is
     scopes: Mapping[str, Sequence[str]] = field(default_factory=dict)  # named node-name prefixes (e.g. backbone)
     drift_keys: Sequence[str] = ()  # drift terms shown in summaries, most important first
+    higher_is_better: Sequence[str] = ()  # drift terms where a larger value is better (IoU, SDR); others are distances
     budget_checks: HookRef | None = None  # (model targets, result) -> list of check dicts
     # shrink(model targets) -> smaller targets (half the resolution, a shorter segment, fewer residues) or
     # None at the floor; the profiler uses it to say what does fit when a run runs out of memory
     shrink: HookRef | None = None
     packages: Sequence[str] = ()  # distributions whose versions every report records, e.g. ("demucs",)
     fit: FitHooks | None = None
+    # graphs(Built) -> [Graph]: graphs each variant ships beside its main one (manifest entry "graphs");
+    # assemble(main Session, {graph name: Session}, manifest entry) -> Session: what xopt.runtime.load
+    # returns for an entry with graphs (e.g. a host loop over them); default: the main session
+    graphs: HookRef | None = None
+    assemble: HookRef | None = None
     evaluation: EvalHooks | None = None  # `xopt eval` and label-free checks
     engine: EngineHooks = field(default_factory=EngineHooks)
     bench: BenchTargets = field(default_factory=BenchTargets)
+    gate: DriftGate | None = None  # default: the first drift key, lower is better, 3x the noise floor
+    shape_flags: Sequence[ShapeFlag] = ()
+    # describe_inputs(model targets, feeds) -> {"text": "512x512", ...}: the input size a report states
+    describe_inputs: HookRef | None = None
+    # previews(feeds, fp32 outputs, variant outputs, out_dir) -> [preview record] (xopt.previews): the
+    # model's own outputs, FP32 beside the variant, as files a report shows (a matte, stems, a structure)
+    previews: HookRef | None = None
+    drift_units: Mapping[str, str] = field(default_factory=dict)  # drift term -> unit, for report axes
 
     def __post_init__(self):
         for name in _HOOKS:

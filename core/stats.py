@@ -8,11 +8,16 @@ import numpy as np
 
 def latency_summary(samples_ms: Sequence[float]) -> dict:
     a = np.asarray(samples_ms, dtype=np.float64)
+    """Percentiles, mean, and the coefficient of variation (std / mean): above ~10 % the
+    machine was busy and the timings are noise."""
+    a = np.asarray(samples_ms, dtype=np.float64)
     if a.size == 0:
-        return {"p50": None, "p90": None, "p95": None, "p99": None, "mean": None, "n": 0, "samples": []}
+        return {"p50": None, "p90": None, "p95": None, "p99": None, "mean": None, "cv": None, "n": 0, "samples": []}
     p = np.percentile(a, [50, 90, 95, 99])
+    mean = float(a.mean())
     return {"p50": float(p[0]), "p90": float(p[1]), "p95": float(p[2]), "p99": float(p[3]),
-            "mean": float(a.mean()), "min": float(a.min()), "n": int(a.size), "samples": [round(float(x), 4) for x in a]}
+            "mean": mean, "min": float(a.min()), "cv": float(a.std() / mean) if a.size > 1 and mean > 0 else 0.0,
+            "n": int(a.size), "samples": [round(float(x), 4) for x in a]}
 
 
 def mean_terms(per_item: Sequence[Mapping[str, float]]) -> dict:

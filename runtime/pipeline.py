@@ -14,6 +14,9 @@ from xopt.runtime.backends.base import Session
 class Pipeline:
     #: file kinds `process_file` accepts, for `xopt run --help`
     input_kinds: tuple[str, ...] = ()
+    #: at most this many end-to-end runs per profiled variant (None: one per timed frame); a
+    #: pipeline whose raw input is a whole track or protein caps it
+    e2e_runs: int | None = None
 
     def __init__(self, session: Session, config: dict | None = None, variant: dict | None = None):
         """`config`: the export's config (and weights provenance); `variant`: the manifest's entry
@@ -35,6 +38,11 @@ class Pipeline:
         """Read `src`, write results at `dst` atomically (refusing to overwrite without
         `force`); return the paths written."""
         raise NotImplementedError
+
+    def batch_target(self, src: Path, out_dir: Path) -> Path:
+        """The `dst` that `process_file` gets for `src` when many files go to `out_dir` (`xopt run
+        MODEL DIR -o OUT`): `out_dir` itself, for pipelines that name their outputs after `src`."""
+        return out_dir
 
     def close(self) -> None:
         self.session.close()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from xopt.registry import MODELS, register
-from xopt.spec import Built, ModelSpec, Tolerance, Variant, Weights
+from xopt.spec import Built, ModelSpec, ShapeFlag, Tolerance, Variant, Weights
 
 
 def _build(checkpoint=None, config=None, seed=0):
@@ -51,6 +51,8 @@ TOY = ModelSpec(
                                              for i in range(n)],
     shrink=lambda t: None if t.get("height", 32) <= 64 else {**t, "height": t["height"] // 2, "width": t["width"] // 2},
     configs={"default": {"width": 8}, "wide": {"width": 16}}, drift_keys=("mae", "iou"),
+    higher_is_better=("iou",),
+    shape_flags=(ShapeFlag("height", "height", int, "input height"), ShapeFlag("width", "width", int, "input width")),
 )
 
 

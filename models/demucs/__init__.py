@@ -11,7 +11,7 @@ from typing import Any, Mapping
 from xopt.registry import register
 from xopt.models.demucs import pipeline as host
 from xopt.spec import EvalHooks
-from xopt.spec import Built, FitHooks, ModelSpec, Tolerance, Variant, Weights
+from xopt.spec import Built, DriftGate, FitHooks, ModelSpec, ShapeFlag, Tolerance, Variant, Weights
 
 SOURCES = ["drums", "bass", "other", "vocals"]
 _COMMON = {"sources": SOURCES, "audio_channels": 2, "samplerate": 44100}
@@ -183,13 +183,21 @@ def budget_checks(targets: Mapping[str, Any], result: Mapping[str, Any]) -> list
     if not e2e or "real_time_factor" not in targets:
         return []
     rtf = host.track_seconds(targets) / (e2e / 1e3)
-    return [{"name": "real-time factor, whole track [this machine]", "passed": rtf >= targets["real_time_factor"],
+    return [{"name": "real-time factor, whole track [this machine]", "timing": True,
+             "passed": rtf >= targets["real_time_factor"],
              "value": round(rtf, 3), "limit": targets["real_time_factor"], "unit": "x"}]
+
+
+def describe_inputs(targets: Mapping[str, Any], shapes) -> dict:
+    batch, _, samples = shapes["mix"]
+    rate = int((targets.get("config") or {}).get("samplerate", 44100))
+    return {"text": f"{samples / rate:.2f} s segment x batch {batch}", "segment_seconds": samples / rate,
+            "batch": batch}
 
 
 def shrink(targets: Mapping[str, Any]) -> dict | None:
     """Half the batch of segments per call (the exported graph fixes the segment length)."""
-    batch = int(targets.get("batch") or targets.get("max_batch") or 1)
+    batch = int(targets.get("batch") or 1)
     return None if batch <= 1 else {**targets, "batch": batch // 2}
 
 
@@ -218,6 +226,16 @@ SPEC = register(ModelSpec(
     covers="real-valued core (mix, CaC spectrogram) -> (spectral CaC output, time-branch output); "
            "normalisation, STFT/iSTFT and overlap-add run on the host",
     drift_keys=("sdr_mean_db", "sdr_min_db"),
+    higher_is_better=("sdr_mean_db", "sdr_min_db"),
+    # worst stem's SDR against the FP32 output: within 3x the noise floor (the floor minus 9.5 dB)
+    # or at least 30 dB, where the difference is far below what the separation itself leaves
+    gate=DriftGate("sdr_min_db", higher_is_better=True, noise_multiple=3.0, limit=30.0, unit=" dB", db=True),
+    shape_flags=(ShapeFlag("batch", "batch", int, "segments per call (default 1)"),
+                 ShapeFlag("segment", "segment_request", float,
+                           "segment seconds; must match the export's graph (xopt export demucs --chunk SECONDS)")),
+    describe_inputs=describe_inputs,
+    previews="xopt.models.demucs.preview:previews",
+    drift_units={"sdr_mean_db": "dB, mean over stems", "sdr_min_db": "dB, worst stem"},
     budget_checks=budget_checks,
     packages=("demucs",),
     shrink=shrink,

@@ -19,6 +19,9 @@ ARCHES = ("htdemucs", "hdemucs", "demucs")
 
 
 def model_classes() -> dict[str, type]:
+    from xopt.extras import require
+
+    require("demucs", "demucs", "the Demucs architectures, needed to export")  # one line if absent
     from demucs.demucs import Demucs
     from demucs.hdemucs import HDemucs
     from demucs.htdemucs import HTDemucs

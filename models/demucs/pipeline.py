@@ -119,6 +119,7 @@ class SeparationPipeline(Pipeline):
     """Music source separation: a track (array or file) in, one array or WAV per stem out."""
 
     input_kinds = ("audio",)
+    e2e_runs = 3  # each end-to-end run separates a whole synthetic track
 
     def __init__(self, session, config: dict | None = None, variant: dict | None = None):
         super().__init__(session, config, variant)
@@ -191,14 +192,23 @@ def segment_feed(length: int, batch: int = 1, seed: int = 0, nfft: int = 4096, s
 
 
 def profile_inputs(targets: Mapping[str, Any], n: int, seed: int = 0) -> list[dict[str, np.ndarray]]:
-    """`n` feeds for the exported graph: its config (under targets["config"]) sets the segment;
-    the device profile's `max_batch` the batch."""
+    """`n` feeds for the exported graph: its config (under targets["config"]) sets the segment,
+    `batch` (xopt profile --batch) the batch, 1 by default: the profile's `max_batch` is what
+    fit-to-budget searches up to on a GPU, and four 7.8 s segments at once took a whole
+    htdemucs profile past 24 GB of host memory."""
     t = dict(targets or {})
     if "config" in t:
         cfg = settings(t["config"])
+        asked = t.get("segment_request")
+        have = cfg["segment_samples"] / cfg["samplerate"]
+        if asked and abs(float(asked) - have) > 1e-3:
+            from xopt.errors import UserError
+
+            raise UserError(f"this export's graph takes {have:.2f} s segments, not --segment {asked}",
+                            f"re-export with xopt export demucs --chunk {asked} --force, or drop --segment")
     else:
         rate = int(t.get("samplerate", 44100))
         cfg = settings({"segment_samples": int(float(t.get("segment_seconds", 7.8)) * rate), "samplerate": rate})
-    batch = int(t.get("batch") or t.get("max_batch") or 1)
+    batch = int(t.get("batch") or 1)
     return [segment_feed(cfg["segment_samples"], batch, seed + i, cfg["nfft"], cfg["spectral"], cfg["audio_channels"],
                          cfg["samplerate"]) for i in range(n)]

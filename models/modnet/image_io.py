@@ -34,6 +34,7 @@ VIDEO_OUT = {
 
 
 STILL_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv", ".avi", ".webm", ".mpg", ".mpeg", ".gif", ".y4m")
 
 # Input resolution limit when neither the pipeline config nor the device profile names one
 # (the shipped profiles' [targets] max_height/max_width: 4K UHD).
@@ -195,6 +196,10 @@ def process_file(pipe, src: Path, dst: Path, force: bool,
         if target.exists() and not force:
             raise OutputExistsError(target)  # before the inference, not after it
         return [write_image(pipe(src), target, force)]
+    if src.suffix.lower() not in VIDEO_SUFFIXES:
+        raise UserError(f"{src} is neither an image nor a video this build can read (not an image format, "
+                        f"and {src.suffix or 'no extension'} is not a video extension)",
+                        f"pass an image ({', '.join(STILL_IMAGE_SUFFIXES)}) or a video ({', '.join(VIDEO_SUFFIXES)})")
     return _process_video(pipe, src, dst, force, progress)
 
 

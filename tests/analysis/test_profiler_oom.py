@@ -32,6 +32,6 @@ def test_out_of_memory_reports_what_fits(tmp_path):
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     result = json.loads(r.stdout.strip().splitlines()[-1])
-    assert result["error"].startswith("does not fit the budget at height=4096, width=4096")
+    assert result["error"].startswith("does not fit at height=4096, width=4096")
     assert "fits at height=" in result["error"]
     assert result["fits_at"]["height"] < 4096 and result["budget"]["passed"] is False

@@ -38,8 +38,8 @@ def test_shrink_hooks_step_down_to_a_floor():
         seen.append((t["height"], t["width"]))
         t = specs["modnet"].shrink(t)
     assert seen == [(512, 512), (256, 256), (128, 128), (64, 64)]
-    t, batches = {"max_batch": 4, "segment_seconds": 7.8}, []
+    t, batches = {"batch": 4, "segment_seconds": 7.8}, []
     while t is not None:
-        batches.append(t.get("batch", t.get("max_batch")))
+        batches.append(t["batch"])
         t = specs["demucs"].shrink(t)
     assert batches == [4, 2, 1]

@@ -1,0 +1,57 @@
+"""One verdict per question, shared by `xopt profile`, `xopt bench` and the reports, so the
+terminal, the Markdown and the HTML never disagree about the same row."""
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping
+
+from xopt.spec import DriftGate
+
+NOT_MEASURED = "not measured here"
+
+
+def gate_of(spec) -> DriftGate:
+    if spec.gate is not None:
+        return spec.gate
+    return DriftGate(key=spec.drift_keys[0] if spec.drift_keys else "mae")
+
+
+def drift_verdict(spec, drift: Mapping[str, Any], floor: Mapping[str, Any]) -> dict:
+    """Whether a variant's domain drift is within the spec's gate (see DriftGate), with the numbers."""
+    gate = gate_of(spec)
+    tensor = drift.get("tensor") or {}
+    finite = all(d.get("finite", True) for d in tensor.values()) and drift.get("finite", True) is not False
+    value, noise = drift.get(gate.key), (floor or {}).get(gate.key)
+    out = {"key": gate.key, "value": value, "noise_floor": noise, "higher_is_better": gate.higher_is_better,
+           "noise_multiple": gate.noise_multiple, "limit": gate.limit, "unit": gate.unit}
+    if not finite:
+        return {**out, "passed": False, "text": "NaN/Inf in the outputs"}
+    if not bool(drift.get("passed", True)):
+        return {**out, "passed": False, "text": "outside the spec's drift tolerance"}
+    if value is None or not math.isfinite(float(value)):
+        return {**out, "passed": False, "text": f"no finite {gate.key}"}
+    value = float(value)
+    bounds = []
+    if gate.noise_multiple and noise is not None and math.isfinite(float(noise)):
+        noise = float(noise)
+        if gate.db:
+            bounds.append(("noise", noise - 20 * math.log10(gate.noise_multiple) if gate.higher_is_better
+                           else noise + 20 * math.log10(gate.noise_multiple)))
+        else:
+            bounds.append(("noise", noise / gate.noise_multiple if gate.higher_is_better
+                           else noise * gate.noise_multiple))
+    if gate.limit is not None:
+        bounds.append(("limit", float(gate.limit)))
+    if not bounds:
+        return {**out, "passed": True, "text": f"{gate.key} {value:.4g} (no noise floor or limit to judge it)"}
+    # the loosest bound decides: within k x noise OR meeting the absolute limit
+    kind, bound = (min(bounds, key=lambda b: b[1]) if gate.higher_is_better else max(bounds, key=lambda b: b[1]))
+    ok = value >= bound if gate.higher_is_better else value <= bound
+    ratio = None
+    if noise and not gate.db and float(noise) > 0:
+        ratio = value / float(noise) if not gate.higher_is_better else float(noise) / max(value, 1e-300)
+    sign = ">=" if gate.higher_is_better else "<="
+    why = (f"{gate.noise_multiple:g}x the noise floor" if kind == "noise" else "the spec's limit")
+    text = (f"{gate.key} {value:.4g}{gate.unit} {'meets' if ok else 'misses'} {sign} {bound:.4g}{gate.unit} ({why})"
+            + (f"; {ratio:.2f}x the noise floor" if ratio is not None else ""))
+    return {**out, "passed": ok, "bound": bound, "bound_kind": kind, "ratio_to_noise": ratio, "text": text}
