@@ -44,8 +44,10 @@ def _cell(r: dict, key: str, better: str) -> str:
     return f"{value} ({_signed(d)}{', worse' if worse and abs(d) > 0 else ''})"
 
 
-def summary_rows(report: dict) -> tuple[list[str], list[list[str]]]:
+def summary_rows(report: dict, compact: bool = False) -> tuple[list[str], list[list[str]]]:
+    """The summary table; `compact` (the terminal) keeps the four leading metrics."""
     keys, better = metric_keys(report), _better(report)
+    keys = keys[:4] if compact else keys
     arrows = {"higher": "↑", "lower": "↓"}
     speed_head = "× real time" if any((r.get("speed") or {}).get("real_time_factor") for r in report["results"]) \
         else "items/s"
@@ -178,7 +180,26 @@ def write_eval_reports(report: dict, out_dir: str | Path, force: bool = False) -
     write_json(paths["json"], report, force=True)  # the record first; the renderings derive from it
     write_text(paths["md"], render_markdown(report), force=True)
     write_text(paths["html"], render_html(report), force=True)
+    _record_written(Path(out_dir), paths)
     return paths
+
+
+def _record_written(out_dir: Path, paths: dict[str, Path]) -> None:
+    """Record the files' sha256 where analysis.report keeps that record (so a re-run may replace
+    what xopt wrote, and refuses what it did not)."""
+    import json
+
+    from xopt.analysis import report as generic
+    from xopt.hashing import sha256_file
+
+    name = getattr(generic, "WRITTEN", None)
+    if not name:
+        return
+    try:
+        known = json.loads((out_dir / name).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        known = {}
+    write_json(out_dir / name, {**known, **{p.name: sha256_file(p) for p in paths.values()}}, force=True)
 
 
 def print_summary(report: dict, console=None) -> None:
@@ -187,7 +208,7 @@ def print_summary(report: dict, console=None) -> None:
     from rich.table import Table
 
     console = console or Console()
-    head, rows = summary_rows(report)
+    head, rows = summary_rows(report, compact=True)
     table = Table(title=escape(f"{report['model']} against ground truth — {len(report['dataset']['items'])} items — "
                                f"weights: {report['weights'].get('kind')}"))
     for h in head:
@@ -197,3 +218,5 @@ def print_summary(report: dict, console=None) -> None:
     console.print(table)
     for note in report["dataset"].get("notes", []):
         console.print(escape(f"note: {note}"))
+    if len(metric_keys(report)) > 4:
+        console.print(escape(f"all metrics, per item: report.md ({', '.join(metric_keys(report)[4:])} not shown)"))

@@ -232,3 +232,31 @@ def test_atom37_layout_matches_openfold():
     from xopt.models.openfold.structures import ATOM37, RESTYPES
 
     assert tuple(rc.atom_types) == ATOM37 and "".join(rc.restypes_with_x) == RESTYPES
+
+
+def _shipped(name):
+    """Experimental structures that the tmtools wheel ships (PDB 2GTL, a 15-chain assembly)."""
+    import tmtools
+    from pathlib import Path
+
+    return Path(tmtools.__file__).parent / "data" / name
+
+
+def test_real_structure_passes_the_checks_and_two_copies_score_as_tm_align_says():
+    import tmtools
+
+    chains = read_chains(_shipped("2gtl.cif"))
+    a = chains[0]
+    assert len(chains) == 15 and len(a.sequence) == 147
+    checks = {c["name"]: c for c in lf.chain_checks(a, plddt=False)}
+    assert checks["consecutive C-alpha distance"]["ok"] and checks["consecutive C-alpha distance"]["value"] == \
+        pytest.approx(3.8, abs=0.05)
+    assert checks["steric clashes"]["count"] == 0
+    e = [c for c in chains if c.name == "E"][0]  # the same subunit, another copy in the crystal
+    s = compare(e, a)
+    free = tmtools.tm_align(e.ca, a.ca, e.sequence, a.sequence)  # TM-align's own alignment, unconstrained
+    assert s["identity"] == 1.0 and s["ca_rmsd"] < 2.0
+    assert s["tm_score"] == pytest.approx(free.tm_norm_chain2, abs=0.02)
+    from xopt.models.openfold.structures import best_chain
+
+    assert best_chain(read_chains(_shipped("2gtl.pdb")), chains[12].sequence).name == chains[12].name
