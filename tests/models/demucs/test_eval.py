@@ -153,6 +153,27 @@ def exported(tmp_path_factory):
     return out
 
 
+def test_run_checks_read_the_files_xopt_run_wrote(tmp_path):
+    """`xopt run demucs` checks what it read and wrote: a 22.05 kHz mono input is named, and stems
+    that add back up to the mix pass the consistency check."""
+    refs = _stems(1.5)
+    sf.write(tmp_path / "in.wav", refs.sum(0)[0, ::2], 22050)
+    written = []
+    for s, r in zip(STEMS, refs):
+        sf.write(tmp_path / f"{s}.wav", r.T, RATE, subtype="FLOAT")
+        written.append(tmp_path / f"{s}.wav")
+    found = {c["name"]: c for c in lf.run_checks(tmp_path / "in.wav", written, {"weights": {"kind": "checkpoint"}})}
+    assert not found["input sample rate"]["ok"] and "22050 Hz" in found["input sample rate"]["message"]
+    assert not found["input channels"]["ok"]
+    sf.write(tmp_path / "mix.wav", refs.sum(0).T, RATE, subtype="FLOAT")
+    found = {c["name"]: c for c in lf.run_checks(tmp_path / "mix.wav", written, {"weights": {"kind": "checkpoint"}})}
+    assert all(c["ok"] for c in found.values()), found
+    assert found["mixture consistency"]["value"] > 60  # the stems are the mix's own parts
+
+
+# one tiny export costs a minute of CPU (the dynamo exporter): the model run is a slow test; the
+# checks and scoring it drives are covered above without it
+@pytest.mark.slow
 def test_eval_and_run_with_the_model(exported, tmp_path):
     from xopt.models.demucs.synth import generate
 

@@ -217,3 +217,9 @@ def test_eval_runs_the_model_on_a_video_dataset(exported, tmp_path):
     assert res["speed"]["seconds_per_item"]["p50"] > 0 and res["memory"]["peak_mb"] > 0
     assert any(c["name"] == "temporal flicker" for c in res["items"][0]["checks"])
     assert "seeded-random" in (tmp_path / "rep" / "report.md").read_text()
+    # xopt run: the same label-free checks on the matte it wrote, as one-line warnings
+    r = _xopt("run", "modnet", str(root / "JPEGImages" / "v1" / "00000.jpg"), "-o", str(tmp_path / "m.png"),
+              "--artifacts", str(exported), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    warnings = [line for line in r.stderr.splitlines() if line.startswith("xopt: warning:")]
+    assert warnings and all("(expected with seeded-random weights)" in w for w in warnings), r.stderr
