@@ -146,6 +146,9 @@ class OpenFoldPipeline(Pipeline):
         ptm = f", pTM {result['ptm']:.3f}" if "ptm" in result else ""
         return f"xopt openfold {self.cfg.get('preset')}, {kind}, mean pLDDT {float(np.mean(result['plddt'])):.1f}{ptm}"
 
+    def batch_target(self, src: Path, out_dir: Path) -> Path:
+        return Path(out_dir) / f"{Path(src).stem}.pdb"  # one structure per FASTA/A3M file
+
     def process_file(self, src: Path, dst: Path, force: bool = False,
                      progress: Callable[[Iterable], Iterable] | None = None) -> list[Path]:
         from xopt.atomic import write_text

@@ -1,0 +1,63 @@
+"""`xopt sweep`: profile a matrix of points from a TOML file, on Ray when installed."""
+from __future__ import annotations
+
+from xopt.cli.common import command_line, console
+
+NAME = "sweep"
+ORDER = 6
+HELP = "profile many (model, variant, backend, profile, shape) points from SWEEP.toml, resumably, on Ray"
+
+
+def add_arguments(p, argv: list[str]) -> None:
+    p.add_argument("sweep", metavar="SWEEP.toml", help="the jobs (see README: Scaling out with Ray)")
+    p.add_argument("--out", default=None, help="results and report directory (default sweeps/<file name>)")
+    p.add_argument("--address", default=None,
+                   help="join this Ray cluster (HOST:PORT; default $RAY_ADDRESS, else an embedded Ray on 127.0.0.1)")
+    p.add_argument("--sequential", action="store_true", help="no Ray: one point after another in this process")
+    p.add_argument("--retries", type=int, default=2, help="times Ray retries a point whose worker died (default 2)")
+    p.add_argument("--force", action="store_true", help="replace results/report files xopt did not write")
+
+
+def run(args) -> int:
+    from pathlib import Path
+
+    from xopt.analysis.quiet import log_summary, quiet_third_party
+    from xopt.analysis.report import _md_table
+    from xopt.analysis.sweep import default_out, run_sweep
+
+    where = Path(args.out) if args.out else default_out(args.sweep)
+    if where.is_dir():  # Ray's and the libraries' own output go to a log beside the results
+        log = where / "xopt.log"
+    else:
+        import tempfile
+
+        log = Path(tempfile.gettempdir()) / f"xopt-sweep-{where.name}.log"
+    try:
+        with quiet_third_party(log):
+            out = run_sweep(args.sweep, where, address=args.address, sequential=args.sequential,
+                            retries=args.retries, force=args.force, command=command_line())
+    except KeyboardInterrupt as exc:
+        if getattr(exc, "note", None):
+            import sys
+
+            print(f"xopt: interrupted: {exc.note}", file=sys.stderr)
+        raise
+    if log.parent != where and where.is_dir() and log.exists():  # the log joins the results
+        import shutil
+
+        shutil.move(str(log), str(where / "xopt.log"))
+        log = where / "xopt.log"
+    note = log_summary(log)
+    if note:
+        console().print(note, style="dim", markup=False)
+    if out["notice"]:
+        import sys
+
+        print(f"xopt: {out['notice']}", file=sys.stderr)
+    report, counts = out["report"], out["counts"]
+    fast = report["extra"]["Fastest variant within its drift gate"]
+    console().print(_md_table(fast["head"], fast["rows"]), markup=False, highlight=False)
+    console().print(f"{report['settings']['points']} point(s): {counts['measured']} measured now, "
+                    f"{counts['reused']} reused, {counts['failed']} failed; wrote {out['results']}, "
+                    f"{out['paths']['json']}, {out['paths']['md'].name}, {out['paths']['html'].name}", markup=False)
+    return 3 if counts["failed"] else 0

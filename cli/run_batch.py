@@ -1,0 +1,51 @@
+"""`xopt run MODEL DIR_OR_GLOB -o OUT [--ray]`: many files, in this process or on Ray (cmd_run
+hands over here); exit 0 when every file succeeded, 3 when some failed."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from xopt.errors import UserError
+
+
+def run_many(args, spec, art: Path) -> int:
+    from xopt.manifest import MANIFEST_NAME
+    from xopt.manifest import load as load_manifest
+    from xopt.runtime.batch import collect_inputs, run_batch
+
+    if not args.ray and (args.address or args.workers):
+        raise UserError("--address and --workers are for Ray", "add --ray")
+    inputs = collect_inputs(args.input)  # before any export or output: a bad path is its own message
+    spec.variant(args.variant)
+    if art.is_file():
+        raise UserError(f"--artifacts {art} is a file", "pass the directory xopt export wrote")
+    if not (art / MANIFEST_NAME).is_file() or not load_manifest(art).has(args.variant):
+        from xopt.analysis.profiler import ensure_variants  # like a single file: build what is missing
+
+        ensure_variants(spec.name, [args.variant], art, None)
+    if args.ray:
+        from xopt.runtime import ray_env
+
+        ray_env.require_ray("for xopt run --ray")
+    from xopt.analysis.quiet import log_summary, quiet_third_party
+
+    out = Path(args.output)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out} is a file, and many inputs need a directory", "pass a directory to -o/--output")
+    out.mkdir(parents=True, exist_ok=True)
+    log = out / "xopt-batch.log"  # Ray's and the libraries' own chatter, beside batch.json
+    with quiet_third_party(log):
+        result = run_batch(art, inputs, out, variant=args.variant, backend=args.backend, force=args.force,
+                           use_ray=args.ray, address=args.address, workers=args.workers, threads=args.threads)
+    for path in result.outputs:
+        print(Path(args.output) / path)
+    for item in result.failed:
+        print(f"xopt: failed: {item['input']}: {item['error']}", file=sys.stderr)
+    ok = len(result.done) + result.skipped
+    print(f"xopt: {ok} of {result.total} file(s) done ({result.skipped} unchanged from an earlier run), "
+          f"{len(result.failed)} failed, {result.wall_s:.1f} s on {result.where}; record: {result.record}",
+          file=sys.stderr)
+    note = log_summary(log)
+    if note:
+        print(f"xopt: {note}", file=sys.stderr)
+    return result.exit_code
