@@ -35,13 +35,16 @@ def _better(report: dict) -> dict[str, str]:
     return {m["key"]: m["better"] for m in report.get("metrics", [])}
 
 
+WORSE_SHARE = 1e-3  # "worse" marks a change beyond 0.1 % of the FP32 value (smaller is float noise)
+
+
 def _cell(r: dict, key: str, better: str) -> str:
-    value = _fmt((r.get("aggregate") or {}).get(key))
+    v = (r.get("aggregate") or {}).get(key)
     d = (r.get("delta") or {}).get(key)
-    if d is None:
-        return value
-    worse = d < 0 if better == "higher" else d > 0
-    return f"{value} ({_signed(d)}{', worse' if worse and abs(d) > 0 else ''})"
+    if d is None or v is None:
+        return _fmt(v)
+    worse = (d < 0 if better == "higher" else d > 0) and abs(d) > WORSE_SHARE * max(abs(v - d), 1e-12)
+    return f"{_fmt(v)} ({_signed(d)}{', worse' if worse else ''})"
 
 
 def summary_rows(report: dict, compact: bool = False) -> tuple[list[str], list[list[str]]]:
@@ -116,8 +119,9 @@ def render_markdown(report: dict) -> str:
                                   f"- **items**: {len(d['items'])}"]
     out += [f"- **metrics**: {d['method']}"] if d.get("method") else []
     out += [f"- note: {n}" for n in d.get("notes", [])] + ["", "## Summary", "", _md_table(*summary_rows(report)), ""]
-    out += ["Each variant's change against FP32 is in brackets (↑: higher is better, ↓: lower is better); speed is "
-            "end to end through the model's pipeline on the same items (pre/post-processing included).", ""]
+    out += ["Each variant's change against FP32 is in brackets (↑: higher is better, ↓: lower is better; \"worse\" "
+            "beyond 0.1 % of the FP32 value); speed is end to end through the model's pipeline on the same items "
+            "(pre/post-processing included).", ""]
     lines = warning_lines(report)
     if lines:
         out += ["## Label-free checks that failed", ""] + [f"- {line}" for line in lines] + [""]
@@ -135,6 +139,15 @@ def _html_table(head, rows) -> str:
     return "<table>" + "".join(cells) + "</table>"
 
 
+def _inline(text: str) -> str:
+    """**bold** and `code` of a Markdown line, the rest escaped."""
+    out = escape(text)
+    for mark, tag in (("**", "b"), ("`", "code")):
+        while out.count(mark) >= 2:
+            out = out.replace(mark, f"<{tag}>", 1).replace(mark, f"</{tag}>", 1)
+    return out
+
+
 def render_html(report: dict) -> str:
     from xopt.analysis import svg
 
@@ -150,7 +163,7 @@ def render_html(report: dict) -> str:
     if report["weights"].get("kind") == "seeded-random":
         parts.append("<p class='warn'><b>weights: seeded-random</b>: these numbers describe randomly initialised "
                      "weights, not a trained model.</p>")
-    parts.append("<ul>" + "".join(f"<li>{escape(line[2:])}</li>" for line in _provenance(report)) + "</ul>")
+    parts.append("<ul>" + "".join(f"<li>{_inline(line[2:])}</li>" for line in _provenance(report)) + "</ul>")
     facts = [f"layout: {d['layout']}", f"items: {len(d['items'])}"] + \
         ([f"metrics: {d['method']}"] if d.get("method") else []) + [f"note: {n}" for n in d.get("notes", [])]
     parts += ["<h2>Dataset</h2><ul>" + "".join(f"<li>{escape(f)}</li>" for f in facts) + "</ul>",

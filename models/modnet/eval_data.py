@@ -22,6 +22,9 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 IMAGE_DIRS = ("images", "image", "original", "blurred_image")
 MATTE_DIRS = ("mattes", "matte", "alpha", "mask")
 TRIMAP_DIRS = ("trimaps", "trimap")
+METHOD = ("alpha on [0, 1]; iou: foreground at alpha > 0.5 against the reference thresholded the same way; "
+          "sad (/1000), mse, mad, grad (Gaussian-derivative sigma 1.4, /1000) and conn (/1000) as in Deep Image "
+          "Matting's evaluation code; mean over items")
 
 
 def _files(folder: Path) -> dict[str, Path]:
@@ -98,7 +101,7 @@ def _pairs(images: Path, mattes: Path, trimaps: Path | None, skip: bool, layout:
     items = [EvalItem(stem, imgs[stem], refs[stem], {"trimap": tris.get(stem), "kind": "image"})
              for stem in sorted(set(imgs) & set(refs)) if not trimaps or stem in tris]
     region = "the trimaps' unknown band" if trimaps else "the whole image (no trimaps)"
-    return EvalDataset(f"{layout} ({len(items)} pairs; errors over {region})", items, notes)
+    return EvalDataset(f"{layout} ({len(items)} pairs; errors over {region})", items, notes, METHOD)
 
 
 def _video(root: Path, skip: bool) -> EvalDataset:
@@ -127,7 +130,8 @@ def _video(root: Path, skip: bool) -> EvalDataset:
         notes.append(f"{unscored} frames have no annotation: run for the flicker check, not scored")
     n_frames = sum(len(i.reference) for i in items)
     return EvalDataset(f"YouTube-VOS (JPEGImages/ + Annotations/: {len(items)} videos, {n_frames} annotated frames; "
-                       "reference masks are binary, errors over the whole frame)", items, notes)
+                       "reference masks are binary, errors over the whole frame)", items, notes,
+                       METHOD + "; dtSSD: RMS of the temporal-derivative difference over consecutive annotated frames")
 
 
 def read_alpha(path) -> np.ndarray:
