@@ -34,7 +34,10 @@ def _run_variants(spec, hooks, items, manifest, variants, backend) -> list[dict]
                                                       f"{spec.name} {v}")
                 finally:
                     pipe.close()
-        except UserError as exc:  # e.g. an input beyond a chunked variant's bucket: that variant's result
+        except UserError as exc:
+            if v == variants[0]:  # the FP32 reference cannot run it: a dataset problem (an unreadable file)
+                raise
+            # a variant that cannot take an input its reference took (a chunked bucket too small): its result
             results.append(er.failed(v, precision, backend, str(exc)))
             continue
         except Exception as exc:

@@ -223,3 +223,11 @@ def test_eval_runs_the_model_on_a_video_dataset(exported, tmp_path):
     assert r.returncode == 0, r.stderr
     warnings = [line for line in r.stderr.splitlines() if line.startswith("xopt: warning:")]
     assert warnings and all("(expected with seeded-random weights)" in w for w in warnings), r.stderr
+
+
+def test_an_unreadable_input_image_stops_the_eval_naming_the_file(exported, tmp_path):
+    root = _pairs(tmp_path / "ds")
+    (root / "images" / "b.jpg").write_bytes(b"\xff\xd8 truncated")
+    r = _xopt("eval", "modnet", str(root), "--artifacts", str(exported), "--out", str(tmp_path / "rep"), cwd=tmp_path)
+    assert r.returncode == 1 and "b.jpg" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "rep").exists()
