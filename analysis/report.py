@@ -175,8 +175,15 @@ def render_markdown(report: dict) -> str:
                     f"{c['unit']}" + ("" if c.get("passed") is not None else f" — {check_status(c)}")
                     for c in r["budget"]["checks"]]
             out.append("")
-        out += ["Noise floor: the FP32 model's own drift when every input value moves by ±1 quantum. Drift well "
-                "below it is indistinguishable from noise; drift far above it is real.", ""]
+        if report.get("settings", {}).get("generic"):
+            from xopt.analysis.generic import breakdown_markdown
+
+            out += ["## Per-node time (ONNX Runtime profiler)", ""]
+            for r in report["results"]:
+                out += breakdown_markdown(r)
+        else:
+            out += ["Noise floor: the FP32 model's own drift when every input value moves by ±1 quantum. Drift "
+                    "well below it is indistinguishable from noise; drift far above it is real.", ""]
         out += preview_md(report)
     for key, section in report.get("extra", {}).items():
         if isinstance(section, dict) and section.get("markdown"):
@@ -287,8 +294,9 @@ def print_summary(report: dict, console=None) -> None:
         console.print(escape(f"warning: {noisy}"), style="yellow")
     from xopt.analysis.verdict_lines import verdict_lines
 
-    for i, line in enumerate(verdict_lines(report)):
-        last = i == len(report["results"])
+    lines = verdict_lines(report)
+    for i, line in enumerate(lines):
+        last = i == len(lines) - 1
         console.print(escape(line), style="bold" if last else "red" if "fails its drift gate" in line or
                       "FAIL" in line else None)
 

@@ -60,8 +60,21 @@ def _variant(job: dict) -> dict:
                              job["frames"], job["seed"], e2e=job["e2e"], warmup=job["warmup"],
                              targets=job["targets"], session_options=job.get("session_options", {}),
                              progress=_progress, previews_dir=job.get("previews_dir"),
-                             previews=job.get("previews", 0))
+                             previews=job.get("previews", 0),
+                             before_drift=None if job.get("inputs_file") else lambda f: _own_feeds(spec, job, f))
     return {**result, "process": {"pid": os.getpid(), "isolated": True}}
+
+
+def _own_feeds(spec, job: dict, saved: list[dict]) -> list[dict]:
+    """The spec's profiling inputs made again in this process (seeded, so the same arrays as the
+    reference's): a model may keep private context per feed that its drift and previews need
+    (OpenFold: the sequence and network behind m and z). The saved arrays when they differ."""
+    import numpy as np
+
+    again = spec.profile_inputs(job["targets"], len(saved), job["seed"])
+    same = len(again) == len(saved) and all(set(a) == set(f) and all(np.array_equal(a[k], f[k]) for k in f)
+                                            for a, f in zip(again, saved))
+    return again if same else saved
 
 
 def _fits(job: dict) -> bool:
@@ -72,6 +85,18 @@ def _fits(job: dict) -> bool:
         for feed in spec.profile_inputs(job["targets"], 1, job["seed"]):
             s.run(feed)
     return True
+
+
+def _onnx(job: dict) -> dict:
+    """A graph with no model spec (xopt profile model.onnx / xopt compare A B)."""
+    from xopt.analysis.generic import measure_graph
+    from xopt.analysis.isolate import load_feeds, save_feeds
+
+    feeds = load_feeds(Path(job["feeds"]))
+    refs = load_feeds(Path(job["refs"])) if job.get("refs") else None
+    out = measure_graph(job["path"], feeds, job["frames"], job["warmup"], job.get("threads"), _progress, refs)
+    save_feeds(Path(job["outs"]), out["outs"])
+    return out["result"]
 
 
 def main(argv) -> int:
@@ -89,7 +114,7 @@ def main(argv) -> int:
 
         replay(job.get("registered") or {})
         with quiet_third_party():
-            result = {"reference": _reference, "variant": _variant, "fits": _fits}[job["kind"]](job)
+            result = {"reference": _reference, "variant": _variant, "fits": _fits, "onnx": _onnx}[job["kind"]](job)
         data = {"result": result}
     except UserError as exc:
         data = {"user_error": str(exc)}

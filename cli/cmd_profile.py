@@ -27,6 +27,13 @@ def add_arguments(p, argv: list[str]) -> None:
     p.add_argument("--out", default=None, help="report directory (default reports/MODEL)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-e2e", action="store_true", help="skip end-to-end (pre/post-processing) timing")
+    g = p.add_argument_group("any ONNX model (MODEL is a path to an .onnx file)")
+    g.add_argument("--shapes", default=None, metavar="NAME:DxD,...",
+                   help="input shapes for dynamic dimensions, e.g. input:1x3x512x512 (as trtexec --shapes)")
+    g.add_argument("--val-range", default=None, metavar="[LO,HI]",
+                   help="value range of generated inputs, [LO,HI] or NAME:[LO,HI];... (default [0,1], as Polygraphy)")
+    p.add_argument("--previews", type=int, default=2, metavar="N",
+                   help="profiled inputs whose outputs the report shows, FP32 beside each variant (0: none)")
     p.add_argument("--force", action="store_true", help="overwrite report files xopt did not write")
     _add_shape_flags(p, model_in(argv, "profile"))
 
@@ -72,7 +79,20 @@ def shape_targets(spec, args) -> dict:
     return out
 
 
+def is_onnx_file(model: str) -> bool:
+    return model.lower().endswith(".onnx") or Path(model).is_file()
+
+
 def run(args) -> int:
+    if is_onnx_file(args.model):
+        from xopt.cli.cmd_compare import profile_files
+
+        return profile_files([args.model], args, default_out=Path("reports") / Path(args.model).stem)
+    if args.shapes or args.val_range:
+        from xopt.errors import UserError
+
+        raise UserError("--shapes and --val-range are for ONNX files without a model spec",
+                        f"use {args.model}'s own size flags (xopt profile {args.model} --help)")
     from xopt.analysis.profiler import profile_model, validate_request
     from xopt.analysis.quiet import log_summary, quiet_third_party
     from xopt.analysis.report import print_summary, refuse_existing, write_reports
@@ -81,6 +101,10 @@ def run(args) -> int:
     spec, _ = validate_request(args.model, variants, args.backend, args.frames, args.warmup, args.threads,
                                args.profile)
     targets = shape_targets(spec, args)
+    if args.previews < 0:
+        from xopt.errors import UserError
+
+        raise UserError(f"--previews {args.previews} is negative", "pass --previews 0 (none) or more")
     if args.inputs and not Path(args.inputs).is_file():
         from xopt.errors import UserError
 
@@ -95,11 +119,14 @@ def run(args) -> int:
             report = profile_model(args.model, variants, artifacts=args.artifacts, backend=args.backend,
                                    frames=args.frames, profile_name=args.profile, seed=args.seed, e2e=not args.no_e2e,
                                    command=command_line(), warmup=args.warmup, threads=args.threads,
-                                   targets_override=targets, inputs_file=args.inputs, log=log)
+                                   targets_override=targets, inputs_file=args.inputs, log=log,
+                                   previews_dir=Path(tmp) / "previews" if args.previews > 0 else None,
+                                   previews=args.previews)
         report["settings"]["log"] = str(out / "xopt.log")
         print_summary(report)
         text = log.read_text(encoding="utf-8", errors="replace") if log.exists() else ""
-        paths = write_reports(report, out, force=args.force, also={"xopt.log": text})
+        paths = write_reports(report, out, force=args.force, also={"xopt.log": text},
+                              previews_dir=Path(tmp) / "previews" if args.previews > 0 else None)
     note = log_summary(paths["xopt.log"])
     if note:
         console().print(note, style="dim")

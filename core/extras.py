@@ -14,7 +14,13 @@ EXTRA_OF = {
     "tensorflow": "tf",
     "tf2onnx": "tf",
     "polygraphy": "trt",
+    "torch": "export",
+    "onnxslim": "export",
+    "onnxconverter_common": "export",
+    "onnxscript": "export",
+    "skimage": "export",
     "av": "video",
+    "plotly": "report",
 }
 
 

@@ -53,8 +53,8 @@ def default_out_dir(model: str) -> Path:
     return Path("artifacts") / model
 
 
-def artifact_name(model: str, variant: str) -> str:
-    return f"{model}_{variant}.onnx"
+def artifact_name(model: str, variant: str, graph: str | None = None) -> str:
+    return f"{model}_{variant}.{graph}.onnx" if graph else f"{model}_{variant}.onnx"
 
 
 def parity_backend(precision: str) -> str:
@@ -81,7 +81,11 @@ def _ort_outputs(path: Path, feeds: list[dict], ort_options: Mapping[str, Any], 
 def gate(artifact: Path, label: str, feeds: list[dict], refs: list[dict], tolerance: Mapping[str, float],
          ort_options: Mapping[str, Any], reference: str = "PyTorch FP32", backend: str = "ort-cpu") -> dict:
     """Run `artifact` on `feeds`, compare with `refs`, raise ParityError past `tolerance`."""
-    outs = _ort_outputs(artifact, feeds, ort_options, backend)
+    return gate_outputs(_ort_outputs(artifact, feeds, ort_options, backend), label, feeds, refs, tolerance, reference)
+
+
+def gate_outputs(outs: list[dict], label: str, feeds: list[dict], refs: list[dict], tolerance: Mapping[str, float],
+                 reference: str = "PyTorch FP32") -> dict:
     diffs = parity.worst([parity.compare(r, o) for r, o in zip(refs, outs)])
     parity.check(label, diffs, tolerance, reference)
     worst_abs = max(d["max_abs"] for d in diffs.values())
@@ -119,13 +123,13 @@ class _Exporter:
                     spec.dynamic_axes, spec.opset, spec.exporter, spec.patchers, spec.export_options)
         return dest
 
-    def run_passes(self, variant: Variant, src: Path) -> tuple[Path, list[dict]]:
+    def run_passes(self, variant: Variant, src: Path, tag: str | None = None) -> tuple[Path, list[dict]]:
         applied = []
         current = src
         for i, (pass_name, spec_opts) in enumerate(variant.passes):
             p = get_pass(pass_name)
             opts = p.options.resolve({**spec_opts, **self.pass_options.get(pass_name, {})})
-            dst = self.workdir / f"{variant.name}.{i}.{pass_name}{p.output_suffix}"
+            dst = self.workdir / f"{tag or variant.name}.{i}.{pass_name}{p.output_suffix}"
             with progress.step(f"{self.spec.name} {variant.name}: pass {pass_name}") as facts_out:
                 facts = p.apply(current, dst, opts, self.context())
                 facts_out["note"] = ", ".join(f"{k}={v}" for k, v in facts.items() if not isinstance(v, (list, dict)))
@@ -167,7 +171,63 @@ class _Exporter:
             entry["export_config"] = dict(variant.export_config)
         if built.settings:
             entry["settings"] = built.settings  # resolved knobs, e.g. chunk sizes, for the reader
+        if spec.graphs is not None:
+            entry["graphs"] = self.make_graphs(variant, built, staged, entry, tol, backend)
         return staged, entry
+
+    def _graph_refs(self) -> dict:
+        """Outputs of every extra graph of the FP32 build on its validation feeds (once per export)."""
+        if getattr(self, "_refs_by_graph", None) is None:
+            graphs = self.spec.graphs(self.built)
+            with progress.step(f"{self.spec.name}: FP32 reference outputs of {len(graphs)} more graphs"):
+                self._refs_by_graph = {g.name: [torch_outputs(g.module, f, g.output_names) for f in g.validation]
+                                       for g in graphs}
+        return self._refs_by_graph
+
+    def make_graphs(self, variant: Variant, built: Built, main: Path, entry: dict, tol: dict, backend: str) -> list:
+        """Export, pass and gate the spec's extra graphs next to `main` (the staged main artifact);
+        then gate what xopt.runtime.load assembles from them on the main validation feeds."""
+        spec, refs = self.spec, self._graph_refs()
+        graphs = spec.graphs(built)
+        records = []
+        with progress.step(f"{spec.name} {variant.name}: {len(graphs)} more graphs (export, parity)") as facts:
+            for g in graphs:
+                raw = self.workdir / f"{variant.name}.{g.name}.raw.onnx"
+                to_onnx(g.module, g.example, raw, g.input_names, g.output_names, g.dynamic_axes, spec.opset,
+                        spec.exporter, spec.patchers, spec.export_options)
+                path, applied = self.run_passes(variant, raw, tag=f"{variant.name}.{g.name}")
+                name = artifact_name(spec.name, variant.name, g.name)
+                os.replace(path, main.parent / name)
+                result = gate(main.parent / name, f"{spec.name} {variant.name} {g.name}", g.validation, refs[g.name],
+                              g.tolerance.as_dict() if g.tolerance else tol, variant.ort_options,
+                              backend=backend)
+                inputs, outputs = io_signature(main.parent / name)
+                records.append({"name": g.name, "path": name, "sha256": sha256_file(main.parent / name),
+                                "size_bytes": (main.parent / name).stat().st_size, "inputs": inputs,
+                                "outputs": outputs, "parity": result, "passes": applied})
+            facts["note"] = f"worst max abs {max((r['parity']['max_abs'] for r in records), default=0):.2e}"
+        if spec.assemble is not None:
+            entry["parity"]["assembled"] = self._gate_assembled(variant, main, {**entry, "graphs": records},
+                                                                tol, backend)
+        return records
+
+    def _gate_assembled(self, variant: Variant, main: Path, entry: dict, tol: dict, backend: str) -> dict | None:
+        from xopt.runtime.backends.base import get_backend
+
+        b = get_backend(backend)
+        opts = dict(variant.ort_options)
+        sessions = {g["name"]: b.session(main.parent / g["path"], **opts) for g in entry["graphs"]}
+        with b.session(main, **opts) as base:
+            session = self.spec.assemble(base, sessions, entry)
+            try:
+                if session is base:
+                    return None
+                outs = [session.run(f) for f in self.feeds]
+            finally:
+                for s in sessions.values():
+                    s.close()
+        return gate_outputs(outs, f"{self.spec.name} {variant.name} (assembled from its graphs)", self.feeds,
+                            self.refs, tol)
 
 
 def _resolve_variants(spec: ModelSpec, names: Sequence[str]) -> list[Variant]:
@@ -198,7 +258,11 @@ def export_model(name: str, variants: Sequence[str] = ("fp32",), out_dir: str | 
                  seed: int = 0, tolerances: Mapping[str, Mapping[str, float]] | None = None,
                  source: Source | None = None) -> Manifest:
     """Export `name` and its `variants` into `out_dir` and return the manifest written there."""
+    from xopt.extras import require
     from xopt.machine import describe, versions
+
+    if source is None:  # a TensorFlow source converts without torch
+        require("torch", "export", "xopt export builds the PyTorch model")
 
     spec = get_model(name)
     wanted = _resolve_variants(spec, variants)
@@ -272,11 +336,13 @@ def _commit(out_dir: Path, staged: list[tuple[Path, dict]], manifest: Manifest) 
         with atomic_path(out_dir / MANIFEST_NAME, force=True) as tmp:
             tmp.write_text(dumps(manifest.to_json()), encoding="utf-8")
             for path, entry in staged:
-                dest = out_dir / entry["path"]
-                existed = dest.exists()
-                os.replace(path, dest)
-                if not existed:
-                    placed.append(dest)
+                moves = [(path, entry["path"])] + [(path.parent / g["path"], g["path"]) for g in entry.get("graphs", [])]
+                for src, rel in moves:
+                    dest = out_dir / rel
+                    existed = dest.exists()
+                    os.replace(src, dest)
+                    if not existed:
+                        placed.append(dest)
     except BaseException:
         for dest in placed:
             dest.unlink(missing_ok=True)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from xopt.extras import require
 from xopt.optimize.base import Option, OptionSet, Pass, register_pass
 
 
@@ -21,7 +22,7 @@ class Fp16Pass(Pass):
 
     def apply(self, src: Path, dst: Path, opts, ctx) -> dict:
         import onnx
-        from onnxconverter_common import float16
+        float16 = require("onnxconverter_common.float16", "export", "the fp16 pass")
 
         from xopt.optimize.scopes import nodes_in_scopes
 

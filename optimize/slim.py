@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from xopt.extras import require
 from xopt.optimize.base import Option, OptionSet, Pass, register_pass
 
 
@@ -15,7 +16,8 @@ class SlimPass(Pass):
 
     def apply(self, src: Path, dst: Path, opts, ctx) -> dict:
         import onnx
-        import onnxslim
+
+        onnxslim = require("onnxslim", "export", "the slim pass")
 
         model = onnx.load(str(src))
         n_before = len(model.graph.node)

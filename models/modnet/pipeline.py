@@ -121,7 +121,9 @@ def postprocess(matte: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 @lru_cache(maxsize=None)
 def _photo(name: str) -> np.ndarray:
-    from skimage import data
+    from xopt.extras import require
+
+    data = require("skimage.data", "export", "the sample photographs calibration and profiling use")
 
     image = getattr(data, name)()
     image = image[0] if isinstance(image, tuple) else image  # stereo_motorcycle: (left, right, disparity)
