@@ -5,7 +5,6 @@ against FP32 (the accuracy the optimisation costs), then the speed it ran at on 
 """
 from __future__ import annotations
 
-from html import escape
 from pathlib import Path
 
 from xopt.atomic import write_json, write_text
@@ -132,56 +131,12 @@ def render_markdown(report: dict) -> str:
     return "\n".join(out)
 
 
-def _html_table(head, rows) -> str:
-    cells = ["<tr>" + "".join(f"<th>{escape(h)}</th>" for h in head) + "</tr>"]
-    cells += ["<tr>" + "".join(f"<td{' class=fail' if str(c).startswith('FAILED') else ''}>{escape(str(c))}</td>"
-                               for c in row) + "</tr>" for row in rows]
-    return "<table>" + "".join(cells) + "</table>"
-
-
-def _inline(text: str) -> str:
-    """**bold** and `code` of a Markdown line, the rest escaped."""
-    out = escape(text)
-    for mark, tag in (("**", "b"), ("`", "code")):
-        while out.count(mark) >= 2:
-            out = out.replace(mark, f"<{tag}>", 1).replace(mark, f"</{tag}>", 1)
-    return out
-
-
 def render_html(report: dict) -> str:
-    from xopt.analysis import svg
+    """The shared report page (analysis/report_html.py): verdict, dataset, summary, Plotly charts
+    of each metric with its direction, failed checks and the per-item tables."""
+    from xopt.analysis.report_html import render_html as page
 
-    validate(report)
-    css = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
-           "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}"
-           "th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}.fail{color:#b00}"
-           ".warn{background:#fff4d6;border:1px solid #e6c06a;padding:6px 10px}")
-    title = f"xopt eval report: {report['model']}"
-    d = report["dataset"]
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{escape(title)}</title><style>{css}</style>"
-             f"</head><body><h1>{escape(title)}</h1><p><i>{escape(report.get('created', ''))}</i></p>"]
-    if report["weights"].get("kind") == "seeded-random":
-        parts.append("<p class='warn'><b>weights: seeded-random</b>: these numbers describe randomly initialised "
-                     "weights, not a trained model.</p>")
-    parts.append("<ul>" + "".join(f"<li>{_inline(line[2:])}</li>" for line in _provenance(report)) + "</ul>")
-    facts = [f"layout: {d['layout']}", f"items: {len(d['items'])}"] + \
-        ([f"metrics: {d['method']}"] if d.get("method") else []) + [f"note: {n}" for n in d.get("notes", [])]
-    parts += ["<h2>Dataset</h2><ul>" + "".join(f"<li>{escape(f)}</li>" for f in facts) + "</ul>",
-              "<h2>Summary</h2>", _html_table(*summary_rows(report))]
-    ok = [r for r in report["results"] if not r.get("error")]
-    for key in metric_keys(report)[:3]:
-        bars = {r["variant"]: r["aggregate"].get(key) for r in ok}
-        if bars and all(isinstance(v, (int, float)) and v >= 0 for v in bars.values()):
-            parts.append(svg.bar_chart(f"{key} per variant", {k: float(v) for k, v in bars.items()}, key))
-    lines = warning_lines(report)
-    if lines:
-        parts.append("<h2>Label-free checks that failed</h2><ul>" +
-                     "".join(f"<li>{escape(line)}</li>" for line in lines) + "</ul>")
-    for r in ok:
-        if r["items"]:
-            parts += [f"<h2>Per item: {escape(r['variant'])}</h2>", _html_table(*item_rows(report, r))]
-    parts.append("</body></html>")
-    return "\n".join(parts)
+    return page(report)
 
 
 def write_eval_reports(report: dict, out_dir: str | Path, force: bool = False) -> dict[str, Path]:

@@ -147,7 +147,7 @@ def _does_not_fit(spec, manifest, variant, backend, profile, targets, why: str, 
 def profile_variant(spec, manifest, variant: str, backend: str, feeds, refs, floor, profile, frames: int,
                     seed: int, e2e: bool = True, warmup: int = 1, targets: dict | None = None,
                     session_options: dict | None = None, progress=None, previews_dir: str | Path | None = None,
-                    previews: int = 0) -> dict:
+                    previews: int = 0, before_drift=None) -> dict:
     entry = manifest.variant(variant)
     result = {"variant": variant, "precision": entry["precision"], "backend": backend,
               "artifact": entry["path"], "error": None}
@@ -165,6 +165,8 @@ def profile_variant(spec, manifest, variant: str, backend: str, feeds, refs, flo
             t = session.timings
         finally:
             session.close()
+    if before_drift is not None:  # after the measurements: e.g. restore a model's per-feed context
+        feeds = before_drift(feeds)
     result["drift"] = drift_between(spec, refs, outs, feeds)
     result["noise_floor"] = floor
     if previews_dir:  # the model's own outputs beside FP32's, outside the memory measurement
@@ -298,7 +300,7 @@ def profile_model(name: str, variants: Sequence[str], artifacts: str | Path | No
         for v in variants if ref is not None else ():
             job = {**base, "variant": v, "backend": backend, "targets": targets, "frames": frames, "warmup": warmup,
                    "e2e": e2e, "floor": ref["floor"], "previews_dir": previews_dir and str(previews_dir),
-                   "previews": PREVIEW_INPUTS if previews is None else previews}
+                   "previews": PREVIEW_INPUTS if previews is None else previews, "inputs_file": inputs and str(inputs)}
             try:
                 with progress.bar(f"{name} {v}: {frames} frames on {backend}") as bar:
                     results.append(run_job("variant", job, work, log_path, on_progress=bar))

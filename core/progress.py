@@ -47,11 +47,15 @@ def step(message: str) -> Iterator[dict]:
             yield facts
     else:
         yield facts
-    elapsed = time.perf_counter() - t0
-    note = f" ({facts['note']})" if facts.get("note") else ""
+    _done(console, message, t0, facts.get("note"))
+
+
+def _done(console, message: str, t0: float, note: str | None) -> None:
+    """The line a finished step leaves: ✓ message, elapsed seconds, and its note."""
     from rich.markup import escape
 
-    console.print(f"[green]✓[/green] {escape(message)} [dim]{elapsed:.1f} s[/dim]{escape(note)}")
+    extra = f" ({note})" if note else ""
+    console.print(f"[green]✓[/green] {escape(message)} [dim]{time.perf_counter() - t0:.1f} s[/dim]{escape(extra)}")
 
 
 @contextlib.contextmanager
@@ -88,9 +92,7 @@ def bar(message: str) -> Iterator:
             yield update
     else:
         yield remember
-    elapsed = time.perf_counter() - t0
-    counted = f" ({seen['total']} {seen['what']})" if seen.get("total") else ""
-    console.print(f"[green]✓[/green] {escape(message)} [dim]{elapsed:.1f} s[/dim]{escape(counted)}")
+    _done(console, message, t0, f"{seen['total']} {seen['what']}" if seen.get("total") else None)
 
 
 def track(items: Iterable[T], description: str, total: int | None = None) -> Iterable[T]:

@@ -109,13 +109,20 @@ class _NvmlSampler(threading.Thread):
 class MemoryMonitor:
     """`with MemoryMonitor() as m: ...` then `m.result`."""
 
-    def __init__(self, gpu_index: int | None = None, interval: float = 0.005, torch_cuda: bool = False):
+    def __init__(self, gpu_index: int | None = None, interval: float = 0.005, torch_cuda: bool = False,
+                 timeline: bool = False):
         from xopt.machine import gpus
 
         self.gpu_index = gpu_index if gpu_index is not None else (0 if gpus() else None)
         self.interval = interval
         self.torch_cuda = torch_cuda
+        self.timeline = _Timeline() if timeline else None  # memory over time, with phase marks
         self.result: dict = {}
+
+    def mark(self, label: str) -> None:
+        """A phase boundary ("timed frames", ...) on the timeline."""
+        if self.timeline is not None:
+            self.timeline.mark(label)
 
     def __enter__(self):
         self._sampler = None
@@ -128,9 +135,12 @@ class MemoryMonitor:
                 torch.cuda.reset_peak_memory_stats()
         self._reset_ok = reset_host_peak()
         self._host_start = host_rss_mb()
+        if self.timeline is not None:
+            self.timeline.start(self._sampler)
         return self
 
     def __exit__(self, *exc):
+        timeline = self.timeline.finish() if self.timeline is not None else None
         host_peak = host_peak_mb()
         host = {"host_peak_mb": host_peak, "host_start_mb": self._host_start,
                 "host_delta_mb": max(0.0, host_peak - self._host_start), "host_peak_reset": self._reset_ok}
@@ -144,4 +154,41 @@ class MemoryMonitor:
                 self.result["allocator_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
         else:
             self.result = {"kind": "host-rss", "peak_mb": host_peak, **host}
+        if timeline is not None:
+            self.result["timeline"] = timeline
         return False
+
+
+class _Timeline(threading.Thread):
+    """Host RSS (and the GPU sampler's process VRAM) every 20 ms, kept to at most MAX_POINTS by
+    taking the larger of neighbours, so a short peak survives the thinning."""
+
+    MAX_POINTS = 400
+
+    def __init__(self, interval: float = 0.02):
+        super().__init__(daemon=True)
+        self.interval, self.points, self.marks = interval, [], []
+        self.stop_event = threading.Event()
+        self.gpu = None
+
+    def start(self, gpu_sampler=None):  # noqa: D102 - threading.Thread.start with the GPU sampler
+        self.gpu, self.t0 = gpu_sampler, time.perf_counter()
+        super().start()
+
+    def mark(self, label: str) -> None:
+        self.marks.append([round(time.perf_counter() - self.t0, 4), label])
+
+    def run(self):
+        while not self.stop_event.is_set():
+            mb = self.gpu._process_used() if self.gpu is not None else host_rss_mb()
+            self.points.append((time.perf_counter() - self.t0, mb))
+            if len(self.points) >= 2 * self.MAX_POINTS:
+                self.points = [max(a, b, key=lambda p: p[1]) for a, b in zip(self.points[::2], self.points[1::2])]
+            time.sleep(self.interval)
+
+    def finish(self) -> dict:
+        self.stop_event.set()
+        self.join(timeout=1.0)
+        return {"kind": "vram-nvml" if self.gpu is not None else "host-rss",
+                "t_s": [round(t, 4) for t, _ in self.points], "mb": [round(m, 1) for _, m in self.points],
+                "marks": self.marks}
