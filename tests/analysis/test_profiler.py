@@ -35,7 +35,8 @@ def test_profile_exports_missing_and_reports_every_field(report):
 def test_reports_render_and_compare(report, tmp_path):
     paths = write_reports(report, tmp_path)
     html = paths["html"].read_text()
-    assert "<svg" in html and "Latency distribution" in html and "seeded-random" in html
+    assert "Plotly.newPlot" in html and "Latency per frame" in html and "seeded-random" in html
+    assert "Verdict" in html and "Ship for" in html
     md = render_markdown(report)
     assert "| variant |" in md and "noise floor" in md.lower()
     again = json.loads(paths["json"].read_text())
