@@ -25,24 +25,25 @@ def _export_task(recipe, variants, registered):
     return info, pack(info["dir"])
 
 
-def _local_export(info: dict, holder: list) -> str:
+def local_export(info: dict, fetch) -> str:
     """The export on this node: the exporting node's directory when this node sees it complete
-    (the same machine, or a shared filesystem), else the shipped archive unpacked into the cache."""
+    (the same machine, or a shared filesystem), else the shipped archive (`fetch()`: its bytes)
+    unpacked into this node's cache."""
     from xopt.cache import cache_root
-    from xopt.runtime.ship import _complete, shas, unpack
+    from xopt.runtime.ship import complete, shas, unpack
 
     here = Path(info["dir"])
-    if _complete(here) and shas(here) == info["sha256"]:
+    if complete(here) and shas(here) == info["sha256"]:
         return str(here)
-    import ray
-
-    return str(unpack(ray.get(holder[0]), cache_root() / "sweep-shipped"))
+    return str(unpack(fetch(), cache_root() / "sweep-shipped"))
 
 
 def _point_task(point, info, holder, registered):
     adopt(registered)
     try:
-        artifacts = _local_export(info, holder)
+        import ray
+
+        artifacts = local_export(info, lambda: ray.get(holder[0]))
     except Exception as exc:  # noqa: BLE001 - the point records why its artifacts did not arrive
         return failed_record(point, key_of(point, info["sha256"]), info["sha256"].get(point.variant),
                              f"artifacts did not arrive: {type(exc).__name__}: {exc}")

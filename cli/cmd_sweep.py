@@ -1,7 +1,7 @@
 """`xopt sweep`: profile a matrix of points from a TOML file, on Ray when installed."""
 from __future__ import annotations
 
-from xopt.cli.common import command_line, console
+from xopt.cli.common import command_line, console, table
 
 NAME = "sweep"
 ORDER = 6
@@ -22,7 +22,6 @@ def run(args) -> int:
     from pathlib import Path
 
     from xopt.analysis.quiet import log_summary, quiet_third_party
-    from xopt.analysis.report import _md_table
     from xopt.analysis.sweep import default_out, run_sweep
 
     where = Path(args.out) if args.out else default_out(args.sweep)
@@ -56,7 +55,7 @@ def run(args) -> int:
         print(f"xopt: {out['notice']}", file=sys.stderr)
     report, counts = out["report"], out["counts"]
     fast = report["extra"]["Fastest variant within its drift gate"]
-    console().print(_md_table(fast["head"], fast["rows"]), markup=False, highlight=False)
+    console().print(table("fastest variant within its drift gate", fast["head"], fast["rows"]))
     console().print(f"{report['settings']['points']} point(s): {counts['measured']} measured now, "
                     f"{counts['reused']} reused, {counts['failed']} failed; wrote {out['results']}, "
                     f"{out['paths']['json']}, {out['paths']['md'].name}, {out['paths']['html'].name}", markup=False)

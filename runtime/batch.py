@@ -229,6 +229,7 @@ def run_batch(artifacts: str | os.PathLike, inputs: list[Path], out: str | os.Pa
                 track = _Progress(len(todo), artifact["model"], update)
 
                 def finish(src: Path, outcome: dict) -> None:
+                    outcome = {**outcome, "t": round(time.perf_counter() - t0, 3)}  # when, since the run began
                     ok = outcome["status"] == "ok"
                     (result.done if ok else result.failed).append({"input": str(src), **outcome})
                     record.put(src, outcome)

@@ -138,9 +138,11 @@ def connect(address: str | None = None, num_cpus: int | None = None, same_import
             try:
                 ray.init(address=address, **kwargs)
             except (ConnectionError, TimeoutError, RuntimeError, ValueError) as exc:
-                raise UserError(f"cannot join the Ray cluster at {address} ({str(exc).splitlines()[0][:200]})",
-                                "check the head's HOST:PORT (ray status on the head) and that this machine "
-                                "can reach it") from exc
+                text = " ".join(str(exc).split())
+                fix = ("the cluster uses token authentication: set RAY_AUTH_MODE=token and give this machine the "
+                       "cluster's token (~/.ray/auth_token or RAY_AUTH_TOKEN)" if "token" in text.lower() else
+                       "check the head's HOST:PORT (ray status on the head) and that this machine can reach it")
+                raise UserError(f"cannot join the Ray cluster at {address} ({text[:200]})", fix) from exc
         _quiet(ray)
         ctx = RayContext(ray, address or LOOPBACK, address is None, _nodes(ray))
         if address is None and any(n["ip"] != LOOPBACK for n in ctx.nodes):

@@ -42,7 +42,7 @@ def digest(blob: bytes) -> str:
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
-def _complete(directory: Path) -> bool:
+def complete(directory: Path) -> bool:
     """Every artifact the manifest lists is there with its recorded sha256."""
     from xopt.hashing import sha256_file
     from xopt.manifest import MANIFEST_NAME
@@ -63,13 +63,13 @@ def unpack(blob: bytes, root: str | Path) -> Path:
     root = Path(root)
     dest = root / digest(blob)
     with dir_lock(root):
-        if _complete(dest):
+        if complete(dest):
             return dest
         tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=root))
         try:
             with tarfile.open(fileobj=io.BytesIO(blob), mode="r") as tar:
                 tar.extractall(tmp, filter="data")  # no absolute paths, links or device files
-            if not _complete(tmp):
+            if not complete(tmp):
                 raise UserError("a shipped export arrived incomplete or changed (sha256 differs from its manifest)",
                                 "re-run; if it persists, re-export with xopt export --force")
             if dest.exists():

@@ -36,7 +36,7 @@ def _ray_cli() -> list[str]:
 
 
 class LoopbackCluster:
-    def __init__(self, cpus_per_node: int = 1):
+    def __init__(self, cpus_per_node: int = 1, env: dict | None = None):
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
         # short: Ray's unix socket paths live below it (108-byte limit)
@@ -44,7 +44,7 @@ class LoopbackCluster:
         self.cpus = cpus_per_node
         # the head turns token authentication on (Ray >= 2.52); the worker and drivers must use it too
         self.env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token",
-                    "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+                    "PYTHONPATH": os.pathsep.join(p for p in sys.path if p), **(env or {})}
 
     def _run(self, cmd, env) -> None:
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)

@@ -86,3 +86,19 @@ def test_bad_files(tmp_path):
         load(_write(tmp_path, "[[jobs]]\nmodel = 'toy'\n"))
     with pytest.raises(UserError, match=r"\[sweep\]: only"):
         load(_write(tmp_path, "[sweep]\nmodel = 'toy'\n[[job]]\nmodel = 'toy'\nvariants = ['fp32']\n"))
+
+
+def test_the_readme_sweep_file_is_valid():
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    block = text.split("## Scaling out with Ray", 1)[1].split("```toml\n", 1)[1].split("```", 1)[0]
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        p = Path(tmp) / "matrix.toml"
+        p.write_text(block, encoding="utf-8")
+        sweep = load(p)
+    assert len(sweep.points) == 3 * 2 + 2 and len(sweep.recipes) == 2
+    demucs = next(p for p in sweep.points if p.model == "demucs")
+    assert demucs.shape_dict() == {"segment_request": 0.5, "batch": 2}

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import threading
 import time
 
@@ -25,15 +26,22 @@ SWEEP = """
 frames = 3
 [[job]]
 model = "toy"
-variants = ["fp32", "fp16", "int8"]
+variants = ["fp32", "int8"]
 profile = "cpu"
 shapes = [{ height = 32, width = 32 }, { height = 64, width = 64 }]
 """
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _toy():
+def _toy(tmp_path_factory):
     ensure_registered()
+    saved = os.environ.get("XOPT_CACHE_DIR")  # sweep exports go to a cache of the tests' own
+    os.environ["XOPT_CACHE_DIR"] = str(tmp_path_factory.mktemp("cache"))
+    yield
+    if saved is None:
+        os.environ.pop("XOPT_CACHE_DIR")
+    else:
+        os.environ["XOPT_CACHE_DIR"] = saved
 
 
 def _join(monkeypatch, *args):
@@ -110,7 +118,7 @@ def embedded(sweep_file, tmp_path_factory):
 def test_embedded_ray_listens_on_loopback_measures_every_point_and_stops(embedded):
     out, r, listening = embedded
     points = _points(out)
-    assert len(points) == 6 and {p["status"] for p in points.values()} == {"ok"}
+    assert len(points) == 4 and {p["status"] for p in points.values()} == {"ok"}
     assert {p["node"]["ip"] for p in points.values()} == {"127.0.0.1"}
     assert _loopback(listening), listening
     report = json.loads((out / "report.json").read_text())
@@ -124,14 +132,37 @@ def test_a_second_run_measures_nothing_and_starts_no_ray(embedded, sweep_file):
     t0 = time.perf_counter()
     r = cli("sweep", sweep_file, "--out", out)
     assert r.rc == 0, r.err
-    assert "0 measured now, 6 reused" in r.out
+    assert "0 measured now, 4 reused" in r.out
     assert _points(out) == before
     assert time.perf_counter() - t0 < 30  # no export, no Ray start-up, no profiling
 
 
+@pytest.mark.slow
+def test_ctrl_c_on_ray_keeps_the_points_and_stops_ray(sweep_file, tmp_path):
+    out = tmp_path / "out"
+    proc = cli_process("sweep", sweep_file, "--out", out, setup=TOY, popen=True)
+    deadline = time.monotonic() + 300
+    try:
+        while not (out / "results.json").exists() or not _points(out):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.05)
+        ray_kids = ray_processes_of(proc.pid)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130 and "run the same command again to resume" in err, err
+    assert 1 <= len(_points(out)) < 4
+    psutil.wait_procs(ray_kids, timeout=30)
+    assert not [p for p in ray_kids if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+
+
 @pytest.fixture(scope="module")
-def cluster():
-    c = LoopbackCluster(cpus_per_node=1)
+def cluster(tmp_path_factory):
+    # a cache of its own: the cluster exports again rather than finding the embedded run's export
+    c = LoopbackCluster(cpus_per_node=1, env={"XOPT_CACHE_DIR": str(tmp_path_factory.mktemp("cluster-cache"))})
     try:
         c.start()
         c.wait_nodes(2)
@@ -168,7 +199,7 @@ def test_a_worker_killed_mid_point_is_retried_and_every_point_completes(cluster,
     assert w.killed is not None, "no point was seen running"
     assert r.rc == 0, r.err + r.out
     points = _points(out)
-    assert len(points) == 6 and {p["status"] for p in points.values()} == {"ok"}
+    assert len(points) == 4 and {p["status"] for p in points.values()} == {"ok"}
     assert all(p["result"]["latency_ms"]["n"] == 400 for p in points.values())
 
 
