@@ -155,3 +155,8 @@ def _check_variant_types(v: dict, i: int, path: Path) -> None:
     engines = v.get("engines", [])
     if not isinstance(engines, list) or not all(isinstance(e, dict) and _inside(e.get("path")) for e in engines):
         raise _bad(path, f"variant {name}: engines must be a list of files inside its directory")
+    graphs = v.get("graphs", [])
+    if not isinstance(graphs, list) or not all(isinstance(g, dict) and isinstance(g.get("name"), str)
+                                               and _inside(g.get("path")) and isinstance(g.get("sha256"), str)
+                                               for g in graphs):
+        raise _bad(path, f"variant {name}: graphs must be a list of named files (with sha256) inside its directory")

@@ -65,7 +65,33 @@ def load(path_or_manifest, backend: str = "ort-cpu", variant: str | None = None,
             session.close()
             raise UserError(f"{path} takes inputs {session.input_names}, the manifest says {expected}",
                             "re-export it with xopt export --force")
+        if entry.get("graphs") and b.artifact == "onnx":
+            return _assemble(manifest, entry, session, b, options)
     return session
+
+
+def _assemble(manifest, entry: dict, main: Session, backend, options: dict) -> Session:
+    """A variant shipped as several graphs: sessions on each (verified like the main one), put
+    together by the model's `assemble` hook (e.g. a host-driven loop over them)."""
+    from xopt.registry import get_model
+
+    spec = get_model(manifest.model)
+    if spec.assemble is None:
+        return main
+    graphs: dict[str, Session] = {}
+    try:
+        for g in entry["graphs"]:
+            path = manifest.directory / g["path"]
+            if not path.exists():
+                raise UserError(f"artifact {path} is missing", "re-run xopt export with --force")
+            _verify(path, g)
+            graphs[g["name"]] = backend.session(path, **options)
+    except BaseException:
+        for s in graphs.values():
+            s.close()
+        main.close()
+        raise
+    return spec.assemble(main, graphs, entry)
 
 
 def _verify(path: Path, entry: dict) -> None:

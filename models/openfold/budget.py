@@ -1,25 +1,26 @@
-"""Fit OpenFold to a device budget: per variant (chunk setting x precision) the longest chain
-whose trunk fits the profile's memory budget, and the time per prediction at a few lengths.
+"""Fit OpenFold to a device budget: per host-loop setting (chunk sizes, storage precision) the
+peak memory of the ONNX path, measured phase by phase at real width, and the longest chain
+that fits.
 
-Memory model. Evoformer blocks run one after another, so the peak is
-    weights(all parameters, at the variant's precision) + trunk(N)
-where trunk(N) -- m and z plus the largest transient of one block -- is measured on one
-block in a fresh process per point and fitted by non-negative least squares on
-    1, N, N^2, k*N, k*N^2        with k = min(chunk, N)  (k = N unchunked)
-k*N^2 is the attention logits (triangle attention: heads*k*N*N per chunk of k rows, the
-unchunked 4*N^3 term), k*N the chunked transitions and outer product. Because k = N until N
-exceeds the chunk, points below the chunk size still pin the per-logit cost that applies
-above it. On a GPU the points are allocator peaks under the profile's cap ("measured"); on a
-CPU they are host peaks at small N, extrapolated ("estimate"). Not in the model: the
-extra-MSA stack (small in single-sequence mode, S_e*N*c_e per activation with an
-alignment), CUDA context and allocator fragmentation (the profile's headroom covers those).
+What is measured (hostmeasure.py, a fresh numpy + ONNX Runtime process per point): one
+Evoformer block at N residues and S MSA rows, the structure module + pTM head at N, and (at the
+longest N) one extra-MSA block. Blocks run one after another, so the whole model's peak is
+    weights of every block (parameter count x bytes, exact) + the largest measured phase.
+Small N are measured for every setting and fitted (non-negative least squares on 1, N, N^2,
+kN, kN^2 with k = min(attention chunk, N); k = N unchunked, the triangle attention's N^3);
+the profile's `fit_points` (e.g. 1024, 2048, 2500) are then measured for every setting whose
+fitted peak fits this host's free memory. The report keeps measured points and extrapolated
+limits apart and labels each. On a CPU host the figures are host peaks: the host loop keeps
+m and z in host memory, so a GPU execution provider's device memory per call (a chunk's
+working set) stays below them.
 
-Time: seconds of one block at each measured N, fitted on 1, N, N^2, N^3, times blocks and
-recycling iterations. On a CPU that is single-thread process CPU time of this host, reported
-as such, not the device's.
+Time: process CPU seconds of one measured block, x blocks x iterations, on this host.
+Each point is cached (xopt's cache directory, keyed by request, machine and versions), so a
+second `xopt fit` or `xopt export --chunk auto` reuses it.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -30,11 +31,19 @@ import numpy as np
 from xopt.errors import BudgetError
 from xopt.fitting import largest_within, measure_in_fresh_process, nnls, parse_chunk
 
-CHUNKS = (None, 64, 16, 4)
-CPU_POINTS = {"tiny": (16, 24, 32, 48, 64), "default": (32, 48, 64, 96, 128)}
-GPU_POINTS = (64, 128, 192, 256, 384)
+# fastest first: `choose` takes the first that fits
+# `measure_to`: the longest N a setting is measured at on a CPU host (beyond it, extrapolated):
+# the leaner settings reach 2,500 residues at real width in under 6 GB of host memory
+SETTINGS = (
+    {"name": "unchunked", "chunk_size": None, "attn_chunk_size": None, "storage": "fp32", "measure_to": 512},
+    {"name": "c128-a16", "chunk_size": 128, "attn_chunk_size": 16, "storage": "fp32", "measure_to": 1024},
+    {"name": "c64-a4", "chunk_size": 64, "attn_chunk_size": 4, "storage": "fp32", "measure_to": 2048},
+    {"name": "c64-a2-fp16store", "chunk_size": 64, "attn_chunk_size": 2, "storage": "fp16", "measure_to": 2500},
+)
+SMALL_POINTS = {"tiny": (32, 64, 128), "default": (64, 128, 256)}
 MAX_SEARCH = 16384
 _BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
+POINT_VERSION = 1
 
 
 def variant_name(precision: str, chunk: int | None) -> str:
@@ -42,10 +51,9 @@ def variant_name(precision: str, chunk: int | None) -> str:
 
 
 def variant_settings(precision: str, chunk: int | None) -> dict:
-    """Trunk settings of a fit/bench variant. Chunked variants also step OpenFold's in-place
-    triangle multiplication 8*chunk rows at a time (its default of 256 rows saves nothing up
-    to 256 residues; at N=256, S=128 this takes chunk-4 peaks from 3.1x to 4.1x below
-    unchunked on one block)."""
+    """Settings of the PyTorch eager trunk (torch backend, bench.py): OpenFold's in-place
+    triangle multiplication stepped 8*chunk rows at a time (its default of 256 rows saves
+    nothing up to 256 residues)."""
     return {"precision": precision, "chunk_size": chunk, "tri_mul_chunk": min(256, 8 * chunk) if chunk else None}
 
 
@@ -53,6 +61,35 @@ def _run_point(req: dict, timeout: float = 900.0) -> dict:
     return measure_in_fresh_process("xopt.models.openfold.measure:point", req, timeout=timeout,
                                     what=f"openfold measurement ({req.get('settings')}, N={req.get('n')})",
                                     fix="check the openfold install (models/openfold/install.py) and free memory")
+
+
+def _point_key(req: Mapping[str, Any]) -> str:
+    from xopt.machine import describe
+
+    m = describe()
+    # the graphs' directory name is the hash of the network config (hostmeasure.graph_dir)
+    facts = {"req": {k: v for k, v in req.items() if k not in ("graph_dir", "config")},
+             "graphs": Path(req["graph_dir"]).name, "v": POINT_VERSION,
+             "cpu": m.get("cpu"), "versions": {k: (m.get("versions") or {}).get(k) for k in ("onnxruntime", "numpy")}}
+    return hashlib.sha256(json.dumps(facts, sort_keys=True, default=str).encode()).hexdigest()[:24]
+
+
+def measure_phase(info: dict, cfg: Mapping, setting: Mapping, phase: str, n: int, s: int, threads: int = 2) -> dict:
+    """One phase at N in a fresh process, or its cached result."""
+    from xopt.cache import cache_root
+
+    st = {k: setting.get(k) for k in ("chunk_size", "attn_chunk_size", "storage")} | {"precision": "fp32"}
+    req = {"graph_dir": info["dir"], "config": dict(cfg), "phase": phase, "settings": st, "n": int(n), "s": int(s),
+           "threads": threads}
+    path = cache_root() / "openfold-measure" / "points" / f"{_point_key(req)}.json"
+    if path.is_file():
+        return {**json.loads(path.read_text()), "cached": True}
+    r = measure_in_fresh_process("xopt.models.openfold.hostmeasure:point", req, timeout=4 * 3600,
+                                 what=f"openfold {phase} measurement ({setting['name']}, N={n})",
+                                 fix="free memory, or pass a smaller N (profile fit_points)")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(r))
+    return r
 
 
 def _basis(n, chunk, kind: str) -> np.ndarray:
@@ -65,8 +102,7 @@ def _basis(n, chunk, kind: str) -> np.ndarray:
 
 def fit_curve(ns, ys, chunk, kind: str) -> list[float]:
     """Non-negative least-squares coefficients of `_basis`."""
-    a = _basis(ns, chunk, kind)
-    coef, _ = nnls(list(a.T), ys)
+    coef, _ = nnls(list(_basis(ns, chunk, kind).T), ys)
     return [float(c) for c in coef]
 
 
@@ -74,180 +110,171 @@ def eval_curve(coef, n, chunk, kind: str) -> float:
     return float(_basis([float(n)], chunk, kind)[0] @ np.asarray(coef))
 
 
-def _on_gpu() -> bool:
-    try:
-        import torch
+def _free_host_mb() -> float:
+    import psutil
 
-        return bool(torch.cuda.is_available())
-    except ImportError:
-        return False
+    return psutil.virtual_memory().available / 2**20
 
 
-def fit_variants(cfg: Mapping[str, Any], budget_mb: float, precisions, chunks=CHUNKS, points=None,
-                 msa_rows: int | None = None, residues=(), gpu: bool | None = None, progress=None) -> dict:
-    """Measure and fit every (chunk, precision); returns rows, curve points and the fits."""
-    gpu = _on_gpu() if gpu is None else gpu
+def fit_variants(cfg: Mapping[str, Any], budget_mb: float, settings=SETTINGS, small=None, large=(),
+                 msa_rows: int | None = None, extra_rows: int | None = None, residues=(), progress=None) -> dict:
+    """Measure every setting at the small points, extrapolate, then measure the large points that
+    this host can hold. Returns the fits, the curve (measured and extrapolated points) and facts."""
     preset = cfg.get("preset", "default")
-    points = tuple(points or (GPU_POINTS if gpu else CPU_POINTS.get(preset, CPU_POINTS["default"])))
+    small = tuple(small or SMALL_POINTS.get(preset, SMALL_POINTS["default"]))
     s = int(msa_rows or cfg.get("msa_depth", 512))
+    s_extra = int(extra_rows or min(int(cfg.get("extra_msa_depth", 1024)), 1024))
     params = _run_point({"what": "parameters", "config": dict(cfg)})
+    info = measure_in_fresh_process("xopt.models.openfold.hostmeasure:export", {"config": dict(cfg),
+                                    "settings": {"precision": "fp32"}}, timeout=3600, what="openfold graph export")
     blocks, iters = params["blocks"], int(cfg.get("recycles", 3)) + 1
-    fits = {}
-    curve = []
-    for precision in precisions:
-        for chunk in chunks:
-            name = variant_name(precision, chunk)
-            settings = variant_settings(precision, chunk)
-            weights_mb = params["total"] * _BYTES[precision] / 2**20
-            measured = []
-            for n in points:
-                if progress:
-                    progress(f"{name}: N={n}")
-                r = _run_point({"config": dict(cfg), "settings": settings, "s": s, "n": n,
-                                "device": "cuda" if gpu else "cpu", "cap_mb": budget_mb,
-                                "repeats": 2 if n <= 64 else 1, "threads": None if gpu else 1})
-                if r.get("oom") or not r.get("finite", True):
-                    break
-                # on a CPU, single-thread process time: a shared host's wall clock mostly measures
-                # the neighbours
-                sec = r["seconds"] if gpu else r.get("cpu_seconds", r["seconds"])
-                measured.append((n, r["peak_mb"], sec))
-                curve.append({"variant": name, "n": n, "peak_mb": round(weights_mb + r["peak_mb"], 1),
-                              "seconds": round(sec * blocks * iters, 3), "measured": True})
-            if len(measured) < 3:
-                fits[name] = {"error": "fewer than 3 finite points (NaN/Inf or out of memory)"}
+    weights_mb = params["total"] * _BYTES["fp32"] / 2**20
+    fits, curve, skipped = {}, [], []
+    for st in settings:
+        name, k = st["name"], st.get("attn_chunk_size")
+        measured = []
+        for n in small:
+            if progress:
+                progress(f"{name}: N={n}")
+            r = measure_phase(info, cfg, st, "evo", n, s)
+            measured.append({"n": n, "phases": {"evo": r["peak_mb"]}, "block_cpu_s": r["cpu_seconds"]})
+        ns = [p["n"] for p in measured]
+        mem_c = fit_curve(ns, [p["phases"]["evo"] for p in measured], k, "memory")
+        for n in large:
+            guess = eval_curve(mem_c, n, k, "memory")
+            if n > st.get("measure_to", MAX_SEARCH):
+                skipped.append({"variant": name, "n": n, "predicted_mb": round(guess), "why": "beyond measure_to"})
                 continue
-            ns, mem, sec = zip(*measured)
-            mem_c, t_c = fit_curve(ns, mem, chunk, "memory"), fit_curve(ns, sec, chunk, "time")
-            predict = lambda n, c=mem_c, ch=chunk, w=weights_mb: w + eval_curve(c, n, ch, "memory")  # noqa: E731
-            per_pred = lambda n, c=t_c: eval_curve(c, n, None, "time") * blocks * iters  # noqa: E731
-            n_max = largest_within(predict, budget_mb, MAX_SEARCH)
-            if gpu:  # pragma: no cover - GPU machines only: replace the estimate by real runs
-                n_max = _gpu_search(cfg, settings, s, budget_mb - weights_mb, n_max)
-            for n in sorted(set(int(x) for x in residues) | {n_max} - {0}):
-                curve.append({"variant": name, "n": n, "peak_mb": round(predict(n), 1),
-                              "seconds": round(per_pred(n), 2), "measured": False})
-            fits[name] = {"precision": precision, "chunk_size": chunk, "weights_mb": round(weights_mb, 1),
-                          "memory_coef": mem_c, "time_coef": t_c, "max_residues": n_max, "points": len(measured),
-                          "blocks": blocks, "iterations": iters,
-                          "seconds": {int(n): round(per_pred(n), 2) for n in residues}}
-    return {"fits": fits, "curve": curve, "parameters": params, "msa_rows": s, "points": list(points),
-            "blocks": blocks, "iterations": iters, "basis": "measured (GPU)" if gpu else "estimate (CPU host peaks)"}
+            if guess > 0.8 * _free_host_mb():
+                skipped.append({"variant": name, "n": n, "predicted_mb": round(guess), "why": "more than this host holds"})
+                continue
+            if progress:
+                progress(f"{name}: N={n} (real width, measured)")
+            phases = {"evo": measure_phase(info, cfg, st, "evo", n, s)}
+            phases["structure"] = measure_phase(info, cfg, st, "structure", n, s)
+            if n == min(max(large), st.get("measure_to", MAX_SEARCH)) and \
+                    weights_mb + phases["evo"]["peak_mb"] <= budget_mb:
+                phases["extra"] = measure_phase(info, cfg, st, "extra", n, s_extra)
+            measured.append({"n": n, "phases": {p: r["peak_mb"] for p, r in phases.items()},
+                             "block_cpu_s": phases["evo"]["cpu_seconds"]})
+        ns = [p["n"] for p in measured]
+        mem_c = fit_curve(ns, [max(p["phases"].values()) for p in measured], k, "memory")
+        t_c = fit_curve(ns, [p["block_cpu_s"] for p in measured], None, "time")
+        predict = lambda n, c=mem_c, kk=k: weights_mb + eval_curve(c, n, kk, "memory")  # noqa: E731
+        for p in measured:
+            p["whole_mb"] = round(weights_mb + max(p["phases"].values()), 1)
+            p["fits"] = p["whole_mb"] <= budget_mb
+            curve.append({"variant": name, "n": p["n"], "peak_mb": p["whole_mb"], "phases": p["phases"],
+                          "seconds": round(p["block_cpu_s"] * blocks * iters, 2), "measured": True})
+        n_max = largest_within(predict, budget_mb, MAX_SEARCH)
+        for n in sorted({int(x) for x in residues} | {n_max} - {0} - set(ns)):
+            curve.append({"variant": name, "n": n, "peak_mb": round(predict(n), 1),
+                          "seconds": round(eval_curve(t_c, n, None, "time") * blocks * iters, 1), "measured": False})
+        fit_ok = [p["n"] for p in measured if p["fits"]]
+        fits[name] = {**st, "precision": "fp32", "weights_mb": round(weights_mb, 1), "memory_coef": mem_c,
+                      "time_coef": t_c, "measured": measured, "max_measured_fitting": max(fit_ok, default=0),
+                      "max_measured": max(ns), "max_residues_extrapolated": n_max, "blocks": blocks,
+                      "iterations": iters}
+    return {"fits": fits, "curve": curve, "skipped": skipped, "parameters": params, "msa_rows": s,
+            "extra_msa_rows": s_extra, "small_points": list(small), "large_points": list(large),
+            "blocks": blocks, "iterations": iters,
+            "basis": "host peak of the ONNX path on this CPU (measured points; larger N extrapolated)"}
 
 
-def _gpu_search(cfg, settings, s: int, cap_mb: float, guess: int) -> int:  # pragma: no cover - needs a GPU
-    """Largest N whose trunk runs on the GPU under `cap_mb` (the budget minus all weights),
-    by bisection around the fitted guess; each probe is a fresh process."""
-    def fits(n):
-        r = _run_point({"config": dict(cfg), "settings": settings, "s": s, "n": n, "device": "cuda",
-                        "cap_mb": cap_mb})
-        return not r.get("oom") and r.get("finite", False) and r["peak_mb"] <= cap_mb
-
-    lo, hi = 0, max(64, int(guess * 1.25))
-    while fits(hi) and hi < MAX_SEARCH:
-        lo, hi = hi, hi * 2
-    while hi - lo > 16:
-        mid = (lo + hi) // 2
-        lo, hi = (mid, hi) if fits(mid) else (lo, mid)
-    return lo
+def fits_residues(f: Mapping, residues: int) -> tuple[bool, str]:
+    """Whether a fit holds `residues`: by a measured point at or beyond it, else by extrapolation."""
+    beyond = [p for p in f.get("measured", []) if p["n"] >= residues]
+    if beyond:
+        p = min(beyond, key=lambda q: q["n"])
+        return bool(p["fits"]), f"measured at N={p['n']}: {p['whole_mb']:.0f} MB"
+    return f.get("max_residues_extrapolated", 0) >= residues, f"extrapolated: up to {f.get('max_residues_extrapolated')}"
 
 
-def choose(fits: Mapping[str, dict], residues: int, precision: str | None = None) -> dict:
-    """The chunk setting that fits `residues` with the least slowdown. Chunking only adds work
-    (smaller pieces, more steps), so that is the largest chunk that fits -- unchunked first;
-    the fitted times are reported, not used to rank (extrapolated from small N they are too
-    noisy to order settings that differ by a few percent). Raises BudgetError if none fits."""
-    ok = [(name, f) for name, f in fits.items() if "error" not in f and (precision is None or f["precision"] == precision)]
-    fitting = [(n, f) for n, f in ok if f["max_residues"] >= residues]
-    if not fitting:
-        best = max(ok, key=lambda nf: nf[1]["max_residues"], default=None)
-        hint = f"; the most is {best[1]['max_residues']} residues with {best[0]}" if best else ""
-        raise BudgetError(f"a {residues}-residue chain", f"no measured chunk setting fits{hint}: use a bigger "
-                          "device profile, FP16/BF16, or shorter chains")
-
-    def t(f):
-        return eval_curve(f["time_coef"], residues, None, "time")
-
-    name, f = min(fitting, key=lambda nf: (-(nf[1]["chunk_size"] or 1 << 30), t(nf[1])))
-    unchunked = fits.get(variant_name(f["precision"], None), {})
-    slowdown = t(f) / t(unchunked) if "time_coef" in unchunked and t(unchunked) > 0 else None
-    return {"variant": name, "precision": f["precision"], "chunk_size": f["chunk_size"],
-            "max_residues": f["max_residues"], "residues": residues,
-            "slowdown_vs_unchunked": round(slowdown, 3) if slowdown else None}
+def choose(fits: Mapping[str, dict], residues: int) -> dict:
+    """The first setting (fastest first) that holds `residues`; BudgetError if none does."""
+    ok = [(name, f) for name, f in fits.items() if "error" not in f]
+    for name, f in ok:
+        good, why = fits_residues(f, residues)
+        if good:
+            return {"variant": name, "chunk_size": f["chunk_size"], "attn_chunk_size": f["attn_chunk_size"],
+                    "storage": f["storage"], "residues": residues, "basis": why}
+    best = max(ok, key=lambda nf: max(nf[1].get("max_measured_fitting", 0), nf[1].get("max_residues_extrapolated", 0)),
+               default=None)
+    hint = f"; the most is with {best[0]}" if best else ""
+    raise BudgetError(f"a {residues}-residue chain", f"no measured setting fits{hint}: use a bigger device profile "
+                      "or shorter chains")
 
 
 def fit_report(spec, profile, config: Mapping[str, Any], options: Mapping[str, Any]) -> dict:
     """spec.fit: report dict of kind "fit" (report_schema) with the curve under extra.curve."""
     from xopt import progress
-    from xopt.models.openfold import _cfg
     from xopt.machine import describe
+    from xopt.models.openfold import _cfg
     from xopt.report_schema import SCHEMA_VERSION
 
     cfg = _cfg(config)
     targets = profile.model_targets("openfold")
     residues = [int(r) for r in options.get("residues", targets.get("residues", [128, 256]))]
-    precisions = [p for p in options.get("precisions", ("fp32", "bf16", "fp16")) if p in profile.precisions] or ["fp32"]
-    with progress.step(f"openfold: fit {len(precisions) * len(CHUNKS)} variants to {profile.name} "
-                       f"({profile.budget_mb:.0f} MB budget)") as facts:
-        res = fit_variants(cfg, profile.budget_mb, precisions, options.get("chunks", CHUNKS), options.get("points"),
-                           options.get("msa_rows"), residues)
+    large = [int(r) for r in options.get("fit_points", targets.get("fit_points", []))]
+    with progress.step(f"openfold: fit {len(SETTINGS)} host-loop settings to {profile.name} "
+                       f"({profile.budget_mb:.0f} MB budget; points {', '.join(map(str, large)) or 'small N only'})") as facts:
+        res = fit_variants(cfg, profile.budget_mb, options.get("settings", SETTINGS), options.get("points"), large,
+                           options.get("msa_rows"), options.get("extra_msa_rows"), residues)
         facts["note"] = res["basis"]
-    results, rows = [], []
+    head = ["variant", "chunk", "attn chunk", "storage"] + [f"measured MB @N={n}" for n in large] + \
+        ["longest measured N in budget", "max N (extrapolated)"]
+    rows, results = [], []
     for name, f in res["fits"].items():
-        if "error" in f:
-            results.append({"variant": name, "error": f["error"]})
-            rows.append([name, "-", "-", "FAILED: " + f["error"]] + ["-"] * len(residues))
-            continue
-        results.append({"variant": name, "precision": f["precision"], "chunk_size": f["chunk_size"],
-                        "max_residues": f["max_residues"], "seconds_per_prediction": f["seconds"],
-                        "weights_mb": f["weights_mb"], "basis": res["basis"]})
-        rows.append([name, f["precision"], f["chunk_size"] or "none", f["max_residues"]]
-                    + [f["seconds"].get(r, "-") for r in residues])
-    choice = None
+        by_n = {p["n"]: p for p in f["measured"]}
+        cells = [f"{by_n[n]['whole_mb']:.0f}{'' if by_n[n]['fits'] else ' (over)'}" if n in by_n else "not run"
+                 for n in large]
+        rows.append([name, f["chunk_size"] or "none", f["attn_chunk_size"] or "none", f["storage"], *cells,
+                     f["max_measured_fitting"] or "-", f["max_residues_extrapolated"]])
+        results.append({"variant": name, **{k: f[k] for k in ("chunk_size", "attn_chunk_size", "storage", "precision",
+                                                               "weights_mb", "max_measured_fitting", "max_measured",
+                                                               "max_residues_extrapolated")},
+                        "measured": f["measured"], "basis": res["basis"]})
     try:
         choice = choose(res["fits"], max(residues))
     except BudgetError as exc:
         choice = {"error": str(exc)}
-    time_label = "s/prediction (GPU)" if res["basis"].startswith("measured") else "host CPU-s/prediction (1 thread)"
     return {
         "schema_version": SCHEMA_VERSION, "kind": "fit", "model": "openfold",
-        "weights": {"kind": "seeded-random", "seed": 0, "note": "memory and time do not depend on weight values"},
+        "weights": {"kind": "seeded-random", "seed": 0, "note": "memory does not depend on weight values"},
         "config": dict(config), "covers": spec.covers, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "command": options.get("command", "xopt fit openfold"), "machine": describe(), "profile": profile.to_json(),
-        "settings": {"basis": res["basis"], "msa_rows": res["msa_rows"], "points": res["points"],
+        "settings": {"basis": res["basis"], "msa_rows": res["msa_rows"], "extra_msa_rows": res["extra_msa_rows"],
+                     "small_points": res["small_points"], "large_points": res["large_points"],
                      "blocks": res["blocks"], "iterations": res["iterations"],
-                     "memory_model": "weights + trunk(N); trunk fitted on 1, N, N^2, kN, kN^2 with k=min(chunk,N)"},
+                     "memory_model": "weights (all blocks) + the largest phase (one Evoformer block, one extra-MSA "
+                                     "block, structure module); small-N fit on 1, N, N^2, kN, kN^2"},
         "results": results,
         "extra": {"curve": res["curve"], "choice": choice, "parameters": res["parameters"], "fits": res["fits"],
-                  "fit": {"head": ["variant", "precision", "chunk", f"max residues ({res['basis']})"]
-                          + [f"{time_label} @N={r}" for r in residues], "rows": rows}},
+                  "skipped": res["skipped"], "fit": {"head": head, "rows": rows}},
     }
 
 
 def chunk_options(value, profile, config_name=None, options: Mapping[str, Any] | None = None) -> dict:
-    """The fit hook for `xopt export --chunk VALUE`: config overrides. `auto` picks, from a fit
-    (reusing the report at options["fit_report"] when it matches), the chunk size that fits
-    the profile's longest target with the least slowdown, and sizes the bucket to it."""
+    """`xopt export --chunk VALUE`: config overrides. A number sets the chunk size (attention rows
+    a sixteenth of it); `auto` takes the first setting that holds the profile's longest target,
+    from an earlier `xopt fit` report (options["fit_report"]) or a new fit."""
     from xopt.models.openfold import _cfg
 
-    value = parse_chunk(value, ("auto", "none", "off", "0", "lma"), int, "16")
+    value = parse_chunk(value, ("auto", "none", "off", "0"), int, "64")
     if value in ("none", "off", "0"):
-        return {"chunk_size": None, "lma": False}
-    if value == "lma":
-        return {"lma": True}
+        return {"chunk_size": None, "attn_chunk_size": None}
     if value != "auto":
-        return {"chunk_size": value}
+        return {"chunk_size": value, "attn_chunk_size": max(1, value // 16)}
     cfg = _cfg({"preset": config_name or "default"})
     targets = profile.model_targets("openfold")
     want = max(int(r) for r in targets.get("residues", [256]))
     fits = _cached_fits((options or {}).get("fit_report"), profile, cfg)
     if fits is None:
-        fits = fit_variants(cfg, profile.budget_mb, ["fp32"], CHUNKS, residues=[want])["fits"]
-    choice = choose(fits, want, "fp32")
-    out = {"chunk_size": choice["chunk_size"], "lma": False, "chunk_choice": choice}
-    if choice["chunk_size"]:
-        out["bucket_residues"] = -(-want // 64) * 64  # the bucket graph must hold the longest target
-    return out
+        fits = fit_variants(cfg, profile.budget_mb, SETTINGS, None, [int(r) for r in targets.get("fit_points", [])],
+                            residues=[want])["fits"]
+    choice = choose(fits, want)
+    return {"chunk_size": choice["chunk_size"], "attn_chunk_size": choice["attn_chunk_size"],
+            "storage": choice["storage"], "chunk_choice": choice}
 
 
 def _cached_fits(path, profile, cfg) -> dict | None:

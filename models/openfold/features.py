@@ -1,10 +1,16 @@
-"""Model features for one chain: raw AlphaFold features in numpy, then OpenFold's own
-FeaturePipeline (predict mode) for clustering, BERT-style MSA masking and the final tensors.
+"""Model features for one chain, in numpy: AlphaFold2's monomer input pipeline (no templates).
 
-The raw step is written here rather than taken from `openfold.data.data_pipeline`: importing
-that module drags in the template/mmCIF code, which needs biopython<=1.81 (`SCOPData`) and
-numpy<2 (`np.object`). The arrays are the ones AlphaFold's `make_sequence_features` and
-`make_msa_features` produce (checked against OpenFold's residue tables in the tests).
+The steps and constants are those of AlphaFold2's supplement (1.2.6-1.2.9) as OpenFold's
+`data_transforms` apply them in predict mode: per recycling iteration the MSA is re-sampled
+into clusters (query first) and extra rows, 15 % of cluster positions are BERT-masked
+(10 % uniform residue, 10 % profile, 10 % unchanged, 70 % mask token), extra rows are
+assigned to their nearest cluster (Hamming agreement, gaps ignored) for the cluster profile
+and deletion mean, the extra MSA is cropped, and msa_feat / target_feat are assembled.
+No torch and no OpenFold: the same batch feeds the ONNX path and OpenFold's own model.
+
+The batch has AlphaFold's layout with a trailing recycling dimension. MSA padding is trimmed
+to what the alignment holds (padded rows are fully masked and change no real output), so a
+single sequence does not carry 512 + 1024 empty rows; at least one (masked) extra row stays.
 """
 from __future__ import annotations
 
@@ -14,71 +20,110 @@ import numpy as np
 
 from xopt.models.openfold.seq import Alignment, Query
 
-# AlphaFold's residue order for `aatype` (index 20 = X, unknown).
+# AlphaFold's residue order for `aatype` (index 20 = X, unknown); MSA rows add 21 = gap.
 RESTYPES = "ARNDCQEGHILKMFPSTWYV"
 RESTYPE_INDEX = {aa: i for i, aa in enumerate(RESTYPES)}
-UNKNOWN = 20
-# HHblits' alphabetical order for MSA rows (20 = X, 21 = gap); OpenFold remaps it.
-HHBLITS = "ACDEFGHIKLMNPQRSTVWY"
-HHBLITS_INDEX = {**{aa: i for i, aa in enumerate(HHBLITS)}, "X": 20, "-": 21}
+UNKNOWN, GAP, MASK_TOKEN = 20, 21, 22
+MSA_INDEX = {**RESTYPE_INDEX, "X": UNKNOWN, "-": GAP}
+# BERT masking (AlphaFold2 supplement 1.2.7; OpenFold's config.data.common.masked_msa)
+UNIFORM_PROB, PROFILE_PROB, SAME_PROB, REPLACE_FRACTION = 0.1, 0.1, 0.1, 0.15
 
 
 def aatype_indices(sequence: str) -> np.ndarray:
     return np.array([RESTYPE_INDEX.get(c, UNKNOWN) for c in sequence], dtype=np.int64)
 
 
+def one_hot(x: np.ndarray, n: int) -> np.ndarray:
+    return (x[..., None] == np.arange(n)).astype(np.float32)
+
+
 def raw_features(query: Query, alignment: Alignment | None = None) -> dict[str, np.ndarray]:
-    """AlphaFold's unprocessed monomer features (no templates)."""
+    """The chain's unprocessed features: aatype, residue index, MSA (AlphaFold order) and deletions."""
     seq = query.sequence
-    n = len(seq)
-    onehot = np.zeros((n, len(RESTYPES) + 1), dtype=np.int32)
-    onehot[np.arange(n), aatype_indices(seq)] = 1
     rows = alignment.rows if alignment is not None else [seq]
-    dels = alignment.deletions if alignment is not None else [[0] * n]
+    dels = alignment.deletions if alignment is not None else [[0] * len(seq)]
     if rows[0] != seq:
         raise ValueError("the alignment's first row must be the query")
-    msa = np.array([[HHBLITS_INDEX[c] for c in row] for row in rows], dtype=np.int32)
-    return {
-        "aatype": onehot,
-        "between_segment_residues": np.zeros(n, dtype=np.int32),
-        "domain_name": np.array([query.name.encode("utf-8")], dtype=object),
-        "residue_index": np.arange(n, dtype=np.int32),
-        "seq_length": np.full(n, n, dtype=np.int32),
-        "sequence": np.array([seq.encode("utf-8")], dtype=object),
-        "msa": msa,
-        "deletion_matrix_int": np.array(dels, dtype=np.int32),
-        "num_alignments": np.full(n, len(rows), dtype=np.int32),
-    }
+    return {"aatype": aatype_indices(seq), "residue_index": np.arange(len(seq), dtype=np.int64),
+            "msa": np.array([[MSA_INDEX[c] for c in row] for row in rows], dtype=np.int64),
+            "deletion_matrix": np.array(dels, dtype=np.float32)}
 
 
-def data_config(of_cfg, n_rows: int):
-    """OpenFold's data config with MSA padding trimmed to what the alignment has.
-
-    Predict mode pads the clustered MSA to `max_msa_clusters` rows and the extra MSA to
-    `max_extra_msa` rows. Padded rows are fully masked and change no real output (every
-    MSA operation masks them), so a single sequence does not need 512 + 1024 empty rows.
-    """
-    import copy
-
-    data = copy.deepcopy(of_cfg.data)
-    clusters = min(int(data.predict.max_msa_clusters), n_rows)
-    data.predict.max_msa_clusters = clusters
-    data.predict.max_extra_msa = max(1, min(int(data.predict.max_extra_msa), n_rows - clusters))
-    return data
+def _segment_sum(data: np.ndarray, ids: np.ndarray, n: int) -> np.ndarray:
+    out = np.zeros((n,) + data.shape[1:], data.dtype)
+    np.add.at(out, ids, data)
+    return out
 
 
-def process(raw: Mapping[str, np.ndarray], of_cfg, seed: int = 0) -> dict:
-    """Model-ready torch tensors, each with a trailing recycling dimension."""
-    import torch
+def _bert_mask(msa: np.ndarray, profile: np.ndarray, rng: np.random.Generator,
+               replace_fraction: float) -> np.ndarray:
+    random_aa = np.array([0.05] * 20 + [0.0, 0.0], np.float32)
+    probs = UNIFORM_PROB * random_aa + PROFILE_PROB * profile[None] + SAME_PROB * one_hot(msa, 22)
+    probs = np.concatenate([probs, np.full(probs.shape[:-1] + (1,), 1.0 - UNIFORM_PROB - PROFILE_PROB - SAME_PROB,
+                                           np.float32)], axis=-1)
+    cdf = np.cumsum(probs, axis=-1)
+    draw = rng.random(msa.shape + (1,)) * cdf[..., -1:]
+    sampled = np.minimum((draw > cdf).sum(axis=-1), MASK_TOKEN)
+    return np.where(rng.random(msa.shape) < replace_fraction, sampled, msa)
 
-    from openfold.data.feature_pipeline import FeaturePipeline
 
-    n_rows = int(raw["msa"].shape[0])
-    # predict mode masks 15 % of MSA positions BERT-style (torch's global RNG): seed it so a
-    # sequence always gets the same features, without disturbing the caller's RNG.
-    from xopt.models.openfold.cpu import quiet
+def one_iteration(raw: Mapping[str, np.ndarray], clusters: int, extra: int, rng: np.random.Generator,
+                  replace_fraction: float = REPLACE_FRACTION) -> dict:
+    msa, dels, aatype = raw["msa"], raw["deletion_matrix"], raw["aatype"]
+    rows, n = msa.shape
+    profile = one_hot(msa, 22).mean(axis=0)
+    order = np.concatenate([[0], 1 + rng.permutation(rows - 1)]).astype(np.int64)
+    sel, rest = order[:clusters], order[clusters:]
+    c_msa, c_del = _bert_mask(msa[sel], profile, rng, replace_fraction), dels[sel]
+    c_mask = np.ones(c_msa.shape, np.float32)
+    e_msa, e_del = msa[rest], dels[rest]
+    e_mask = np.ones(e_msa.shape, np.float32)
+    # nearest cluster by agreement over residue classes (gap and mask token weigh 0)
+    weights = np.array([1.0] * 21 + [0.0, 0.0], np.float32)
+    c_hot, e_hot = one_hot(c_msa, 23) * c_mask[..., None], one_hot(e_msa, 23) * e_mask[..., None]
+    if len(rest):
+        agreement = e_hot.reshape(len(rest), -1) @ (c_hot * weights).reshape(len(sel), -1).T
+        assign = np.argmax(agreement, axis=1)
+    else:
+        assign = np.zeros(0, np.int64)
+    counts = 1e-6 + c_mask + _segment_sum(e_mask, assign, len(sel))
+    profile_c = (_segment_sum(e_mask[..., None] * one_hot(e_msa, 23), assign, len(sel)) + one_hot(c_msa, 23))
+    profile_c = profile_c / counts[..., None]
+    del_mean = (_segment_sum(e_mask * e_del, assign, len(sel)) + c_del) / counts
+    keep = rng.permutation(len(rest))[:extra]
+    e_msa, e_del, e_mask = e_msa[keep], e_del[keep], e_mask[keep]
+    if len(keep) < extra:  # pad to the trimmed size: fully masked rows
+        pad = extra - len(keep)
+        e_msa = np.concatenate([e_msa, np.zeros((pad, n), np.int64)])
+        e_del = np.concatenate([e_del, np.zeros((pad, n), np.float32)])
+        e_mask = np.concatenate([e_mask, np.zeros((pad, n), np.float32)])
+    scale = np.float32(2.0 / np.pi)
+    msa_feat = np.concatenate([one_hot(c_msa, 23), np.clip(c_del, 0, 1)[..., None],
+                               (np.arctan(c_del / 3.0) * scale)[..., None], profile_c,
+                               (np.arctan(del_mean / 3.0) * scale)[..., None]], axis=-1).astype(np.float32)
+    target_feat = np.concatenate([np.zeros((n, 1), np.float32), one_hot(aatype, 21)], axis=-1)
+    return {"aatype": aatype.astype(np.int64), "residue_index": raw["residue_index"].astype(np.int64),
+            "seq_mask": np.ones(n, np.float32), "target_feat": target_feat, "msa_feat": msa_feat,
+            "msa_mask": c_mask, "extra_msa": e_msa.astype(np.int64),
+            "extra_has_deletion": np.clip(e_del, 0, 1).astype(np.float32),
+            "extra_deletion_value": (np.arctan(e_del / 3.0) * scale).astype(np.float32), "extra_msa_mask": e_mask}
 
-    with torch.random.fork_rng(devices=[]), quiet():
-        torch.manual_seed(int(seed))
-        feats = FeaturePipeline(data_config(of_cfg, n_rows)).process_features(dict(raw), "predict")
-    return dict(feats)
+
+def sizes(rows: int, msa_depth: int, extra_depth: int) -> tuple[int, int]:
+    clusters = min(int(msa_depth), rows)
+    return clusters, max(1, min(int(extra_depth), rows - clusters))
+
+
+def make_batch(raw: Mapping[str, np.ndarray], msa_depth: int = 512, extra_depth: int = 1024, recycles: int = 3,
+               seed: int = 0, replace_fraction: float = REPLACE_FRACTION) -> dict:
+    """Features for `recycles + 1` iterations, stacked on a trailing axis (OpenFold's batch layout)."""
+    clusters, extra = sizes(raw["msa"].shape[0], msa_depth, extra_depth)
+    iters = [one_iteration(raw, clusters, extra, np.random.default_rng([int(seed), c]), replace_fraction)
+             for c in range(int(recycles) + 1)]
+    return {k: np.stack([it[k] for it in iters], axis=-1) for k in iters[0]}
+
+
+def extra_msa_feat(extra_msa: np.ndarray, has_deletion: np.ndarray, deletion_value: np.ndarray) -> np.ndarray:
+    """The extra-MSA stack's input features [E, N, 25] (AlphaFold2 supplement 1.2.9)."""
+    return np.concatenate([one_hot(extra_msa, 23), has_deletion[..., None], deletion_value[..., None]],
+                          axis=-1).astype(np.float32)

@@ -1,9 +1,10 @@
-"""AlphaFold2 inference with the Evoformer trunk behind any callable (PyTorch or an xopt session).
+"""AlphaFold2 inference in PyTorch with the Evoformer trunk behind any callable (the torch
+backend's path; the ONNX path is hostfold.py).
 
 This follows OpenFold's `AlphaFold.iteration`/`forward` for the no-template presets: input
 and recycling embedders, extra-MSA stack, trunk, structure module, auxiliary heads, with
-recycling driven here on the host (the whole-model graph does not export; see field notes).
-Only the trunk call is pluggable; everything else is OpenFold's own modules.
+recycling driven here on the host. Only the trunk call is pluggable; everything else is
+OpenFold's own modules.
 """
 from __future__ import annotations
 
@@ -24,6 +25,22 @@ def session_trunk(session) -> Trunk:
         return tuple(torch.from_numpy(np.ascontiguousarray(out[k])) for k in ("m_out", "z_out", "s"))
 
     return run
+
+
+def torch_batch(batch: dict) -> dict:
+    """A numpy feature batch (features.make_batch) as OpenFold's model takes it: torch tensors,
+    plus the atom14/atom37 index maps OpenFold derives from aatype."""
+    import torch
+
+    from openfold.data.data_transforms import make_atom14_masks
+
+    out = {k: torch.as_tensor(np.asarray(v)) for k, v in batch.items()}
+    if "atom37_atom_exists" not in out:
+        cycles = out["aatype"].shape[-1]
+        masks = make_atom14_masks({"aatype": out["aatype"][..., 0]})
+        for k in ("residx_atom37_to_atom14", "atom37_atom_exists", "residx_atom14_to_atom37", "atom14_atom_exists"):
+            out[k] = torch.stack([masks[k]] * cycles, dim=-1)
+    return out
 
 
 class Folder:
@@ -88,6 +105,7 @@ class Folder:
 
         from xopt.models.openfold.cpu import quiet
 
+        batch = torch_batch(batch)
         cycles = batch["aatype"].shape[-1]
         prevs = (None, None, None)
         with torch.no_grad(), quiet():

@@ -3,8 +3,8 @@
 Feeds are produced by OpenFold's own input embedder from a random sequence and MSA (so m and
 z have the statistics the trunk sees in a prediction), optionally with masked tail rows and
 residues (padding). Each feed is remembered with its sequence and the model it came from, so
-`drift` can run the structure module and pLDDT head on trunk outputs: the exported graph only
-covers the trunk, while drift is reported in structure terms.
+`drift` can run the structure module and pLDDT head on trunk outputs: the main graph (what the
+profiler runs) covers the trunk, while drift is reported in structure terms.
 """
 from __future__ import annotations
 

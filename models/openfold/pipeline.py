@@ -1,12 +1,10 @@
-"""`xopt run openfold SEQ.fasta -o OUT.pdb`: fold one chain with the exported trunk.
+"""`xopt run openfold SEQ.fasta -o OUT.pdb`: fold one chain.
 
-FASTA/A3M parsing and validation are pure Python (seq.py); features go through
-OpenFold's FeaturePipeline; the Evoformer trunk runs through the session (ONNX Runtime,
-TensorRT, or PyTorch); embedders, extra-MSA stack, structure module and heads run in
-PyTorch with recycling on the host; the PDB is written by OpenFold's protein utilities with
-pLDDT in the B-factor column. Unlike the other models' pipelines this one needs torch and
-OpenFold (the structure module has no exported graph); it rebuilds the PyTorch half of the
-model from the export's config and weights (xopt.models.openfold.*).
+FASTA/A3M parsing (seq.py), features (features.py) and the PDB writer (pdb.py, Biopython) are
+numpy code. With an ONNX session (what `xopt.runtime.load` assembles from an export, session.py)
+the whole model runs through ONNX Runtime with recycling on the host (hostfold.py): neither
+torch nor OpenFold is imported. With the torch backend (or no session) the PyTorch model is
+rebuilt from the export's config and weights and folds with OpenFold's own modules (fold.py).
 
 Input files: `.fasta`/`.fa`/`.faa`/`.txt` is one query (single-sequence mode); `.a3m` is an
 alignment whose first row is the query.
@@ -60,54 +58,46 @@ class OpenFoldPipeline(Pipeline):
 
     def __init__(self, session=None, config: dict | None = None, variant: dict | None = None):
         super().__init__(session, config, variant)
-        from xopt.models.openfold.inputs import model_for
         from xopt.models.openfold import _cfg
-        from xopt.models.openfold.fold import Folder, session_trunk
 
         self.cfg = _cfg(self.config)
-        w = _weights_of(session, self.config)
-        ckpt = w.get("path") if w.get("kind") == "checkpoint" else None
-        self.weights = w
-        self.model, self.of_cfg, _ = model_for(self.cfg, int(w.get("seed") or 0), ckpt)
-        settings = _artifact_settings(session, self.cfg, self.variant)
-        self.bucket = settings.get("bucket")
-        if session is None or getattr(session, "built", None) is not None:
-            # PyTorch trunk: chunk eagerly at any length (no bucket padding, that is for graphs),
-            # in place, and with the triangle multiplication stepped like the fit measured it
-            from xopt.models.openfold.budget import variant_settings
-            from xopt.models.openfold.trunk import make_trunk
-
-            eager = {**settings, **variant_settings(settings.get("precision", "fp32"), settings.get("chunk_size")),
-                     "lma_chunks": settings.get("lma_chunks"), "bucket": None}
-            trunk = make_trunk(self.model.evoformer, eager, inplace_safe=True)
-            self.bucket = None
-        else:
-            trunk = session_trunk(session)
-        self.folder = Folder(self.model, self.of_cfg, trunk=trunk)
+        self.weights = _weights_of(session, self.config)
         self.seed = int(self.config.get("feature_seed", 0))
+        # host-loop settings for this pipeline's folds (chunk_size, attn_chunk_size, storage);
+        # empty: the export's
+        self.overrides: dict = {}
+        self.onnx = session is not None and hasattr(session, "fold")
+        if not self.onnx:
+            self._torch_folder(session)
+
+    def _torch_folder(self, session) -> None:
+        from xopt.models.openfold.budget import variant_settings
+        from xopt.models.openfold.fold import Folder
+        from xopt.models.openfold.inputs import model_for
+        from xopt.models.openfold.trunk import make_trunk
+
+        ckpt = self.weights.get("path") if self.weights.get("kind") == "checkpoint" else None
+        self.model, self.of_cfg, _ = model_for(self.cfg, int(self.weights.get("seed") or 0), ckpt)
+        settings = _artifact_settings(session, self.cfg, self.variant)
+        # PyTorch chunks eagerly at any length, in place, with the triangle multiplication
+        # stepped like the fit measured it
+        eager = {**settings, **variant_settings(settings.get("precision", "fp32"), settings.get("chunk_size"))}
+        self.folder = Folder(self.model, self.of_cfg, trunk=make_trunk(self.model.evoformer, eager, inplace_safe=True))
 
     def features(self, query: Query, alignment: Alignment | None = None) -> dict:
-        from xopt.models.openfold.features import process, raw_features
+        """AlphaFold's feature batch (numpy, trailing recycling axis)."""
+        from xopt.models.openfold.features import make_batch, raw_features
 
-        return process(raw_features(query, alignment), self.of_cfg, seed=self.seed)
+        return make_batch(raw_features(query, alignment), int(self.cfg.get("msa_depth", 512)),
+                          int(self.cfg.get("extra_msa_depth", 1024)), int(self.cfg.get("recycles", 3)), self.seed)
 
     def __call__(self, raw: Any) -> dict:
         """`raw`: a sequence string, a Query, or (Query, Alignment). Returns numpy results."""
         if isinstance(raw, str):
             raw = clean_sequence(raw)
         query, aln = raw if isinstance(raw, tuple) else (raw, None)
-        if self.bucket and len(query.sequence) > self.bucket[1]:
-            raise UserError(f"{len(query.sequence)} residues exceed this chunked artifact's {self.bucket[1]}-residue "
-                            "bucket", "export with a larger bucket_residues (xopt export --chunk auto --profile) "
-                            "or use an unchunked variant")
-        try:
-            result = self.folder(self.features(query, aln))
-        except Exception as exc:
-            if "negative dimension" in str(exc) or "Size() must be >= 0" in str(exc):
-                raise UserError(f"{len(query.sequence)} residues exceed this chunked artifact's bucket",
-                                "export with a larger bucket_residues (xopt export --chunk auto --profile) "
-                                "or use an unchunked variant") from exc
-            raise
+        batch = self.features(query, aln)
+        result = self.session.fold(batch, **self.overrides) if self.onnx else self.folder(batch)
         self._check_finite(result)
         result["sequence"] = query.sequence
         return result
@@ -130,15 +120,9 @@ class OpenFoldPipeline(Pipeline):
                 for i in range(n)]
 
     def to_pdb(self, result: dict) -> str:
-        from openfold.np import protein
+        from xopt.models.openfold.pdb import to_pdb
 
-        mask = result["final_atom_mask"]
-        b = np.asarray(result["plddt"])[:, None] * mask  # pLDDT (0-100) per residue, on every atom
-        prot = protein.from_prediction(
-            features={"aatype": result["aatype"], "residue_index": result["residue_index"]},
-            result={"final_atom_positions": result["final_atom_positions"], "final_atom_mask": mask},
-            b_factors=b, remark=self._remark(result))
-        return protein.to_pdb(prot)
+        return to_pdb(result, remark=self._remark(result))
 
     def _remark(self, result: dict) -> str:
         w = self.weights

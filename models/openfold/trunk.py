@@ -1,4 +1,4 @@
-"""The exported part of OpenFold: the Evoformer stack as one module with plain tensor I/O.
+"""The Evoformer stack as one module with plain tensor I/O (the main graph of an export).
 
 `EvoformerTrunk(m, z, msa_mask, pair_mask) -> (m_out, z_out, s)`, FP32 at the boundary
 whatever the compute precision, no batch dimension (m [S, N, c_m], z [N, N, c_z]); outputs
@@ -11,12 +11,10 @@ own FP32 ops -- every LayerNorm, the outer-product mean, the triangle-multiplica
 reduction over k, and the attention logits + softmax (also inside LMA). FP16 configs
 additionally use OpenFold's `low_prec` (inf 1e4, eps 1e-4), set in `network.py`.
 
-Chunked configs are *bucket graphs*: the chunk loops of OpenFold's `chunk_layer` unroll at
-trace time for one shape, and such a graph is silently wrong at any other shape. The trunk
-therefore pads S and N up to a fixed bucket inside the graph (padded rows/columns masked
-out, which leaves the real positions' results unchanged) and crops the outputs, so every
-trace runs at exactly the bucket shape and the graph accepts any S <= bucket_msa and
-N <= bucket_residues (larger inputs fail loudly). Eager PyTorch runs skip the padding.
+Chunking here is OpenFold's own (`chunk_layer`) for eager PyTorch runs only: its loops unroll
+at trace time for one shape, so a traced chunked trunk is silently wrong at any other shape.
+Exports trace this module unchunked; chunked ONNX runs are host-driven over the op graphs
+(ops.py, host.py).
 """
 from __future__ import annotations
 
@@ -38,7 +36,7 @@ def _trunk_class():
 
     class EvoformerTrunk(torch.nn.Module):
         def __init__(self, evoformer, precision="fp32", chunk_size=None, use_lma=False, lma_chunks=None,
-                     bucket=None, inplace_safe=False, tri_mul_chunk=None, attn_chunk_size=None):
+                     inplace_safe=False, tri_mul_chunk=None, attn_chunk_size=None):
             super().__init__()
             self.attn_chunk_size = attn_chunk_size or chunk_size  # rows per attention chunk
             self.tri_mul_chunk = tri_mul_chunk  # in-place triangle multiplication rows per step
@@ -47,23 +45,15 @@ def _trunk_class():
             self.chunk_size = chunk_size
             self.use_lma = use_lma
             self.lma_chunks = lma_chunks  # (q, kv) or None for OpenFold's defaults
-            self.bucket = bucket  # (S_max, N_max) or None
             self.inplace_safe = inplace_safe  # True only where the caller owns m and z
 
         def settings(self) -> dict:
             return {"precision": self.precision, "chunk_size": self.chunk_size, "lma": self.use_lma,
                     "tri_mul_chunk": self.tri_mul_chunk, "attn_chunk_size": self.attn_chunk_size,
-                    "lma_chunks": list(self.lma_chunks) if self.lma_chunks else None,
-                    "bucket": list(self.bucket) if self.bucket else None}
+                    "lma_chunks": list(self.lma_chunks) if self.lma_chunks else None}
 
         def forward(self, m, z, msa_mask, pair_mask):
-            s_len, n_len = m.shape[-3], m.shape[-2]
-            out_msa_mask, out_pair_mask = msa_mask.float(), pair_mask.float()  # FP32, unpadded
-            # the bucket only matters to a graph: eager PyTorch chunks correctly at any shape,
-            # and padding there would only cost time (the export reference runs eagerly too)
-            bucket = self.bucket if _tracing() else None
-            if bucket is not None:
-                m, z, msa_mask, pair_mask = _pad_to_bucket(m, z, msa_mask, pair_mask, *bucket)
+            out_msa_mask, out_pair_mask = msa_mask.float(), pair_mask.float()
             from xopt.models.openfold.cpu import quiet
 
             dt = torch_dtype(self.precision)
@@ -78,8 +68,6 @@ def _trunk_class():
                                  use_lma=self.use_lma, use_flash=False, inplace_safe=self.inplace_safe,
                                  _mask_trans=False, _attn_chunk_size=self.attn_chunk_size)
                 s = self.evoformer.linear(m[..., 0, :, :])
-            if bucket is not None:
-                m, z, s = m[..., :s_len, :n_len, :], z[..., :n_len, :n_len, :], s[..., :n_len, :]
             # Masked (padding) positions carry arbitrary values that depend on how much padding
             # there is (a fully masked softmax row is uniform over its length); zero them so
             # every graph of this trunk agrees everywhere. Real positions are unaffected. (In
@@ -91,34 +79,16 @@ def _trunk_class():
     return EvoformerTrunk
 
 
-def _tracing() -> bool:
-    import torch
-
-    return bool(torch.jit.is_tracing() or torch.onnx.is_in_onnx_export())
-
-
-def _pad_to_bucket(m, z, msa_mask, pair_mask, s_max: int, n_max: int):
-    import torch.nn.functional as F
-
-    ds, dn = s_max - m.shape[-3], n_max - m.shape[-2]
-    # F.pad with a negative amount crops silently; a zero-filled tensor of size ds (dn) fails
-    # loudly (torch and ONNX Runtime: negative dimension) when the input outgrows the bucket.
-    guard = m.new_zeros(ds).sum() + m.new_zeros(dn).sum()
-    m = m + guard
-    return (F.pad(m, (0, 0, 0, dn, 0, ds)), F.pad(z, (0, 0, 0, dn, 0, dn)),
-            F.pad(msa_mask, (0, dn, 0, ds)), F.pad(pair_mask, (0, dn, 0, dn)))
-
-
 def make_trunk(evoformer, settings: Mapping[str, Any], inplace_safe: bool = False):
     """Wrap `evoformer` (an OpenFold EvoformerStack, left untouched) for `settings`:
     precision, chunk_size (transitions, outer product; attention too unless attn_chunk_size),
-    attn_chunk_size, tri_mul_chunk (in-place runs only), lma, lma_chunks, bucket."""
+    attn_chunk_size, tri_mul_chunk (in-place runs only), lma, lma_chunks (eager runs only)."""
     precision = settings.get("precision", "fp32")
     if precision != "fp32":
         evoformer = cast_with_islands(evoformer, precision)
     trunk = _trunk_class()(evoformer, precision=precision, chunk_size=settings.get("chunk_size"),
                            use_lma=bool(settings.get("lma")), lma_chunks=settings.get("lma_chunks"),
-                           bucket=settings.get("bucket"), inplace_safe=inplace_safe,
+                           inplace_safe=inplace_safe,
                            tri_mul_chunk=settings.get("tri_mul_chunk"), attn_chunk_size=settings.get("attn_chunk_size"))
     return trunk.eval()
 

@@ -17,7 +17,7 @@ _LEVELS = {"disabled": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC",
 
 
 def session_options(ort, graph_optimization_level: str = "all", disabled_optimizers=(), intra_op_num_threads=0,
-                    enable_profiling: bool = False):
+                    enable_profiling: bool = False, enable_cpu_mem_arena: bool = True):
     so = ort.SessionOptions()
     # These come from manifests (ort_options) and callers: refuse bad ones in one line.
     if not isinstance(graph_optimization_level, str) or graph_optimization_level not in _LEVELS:
@@ -33,6 +33,8 @@ def session_options(ort, graph_optimization_level: str = "all", disabled_optimiz
     if intra_op_num_threads:
         so.intra_op_num_threads = intra_op_num_threads
     so.enable_profiling = enable_profiling
+    # off for models that run many sessions one after another: each arena keeps its own peak
+    so.enable_cpu_mem_arena = bool(enable_cpu_mem_arena)
     so.log_severity_level = 3
     return so, list(disabled_optimizers)
 
@@ -42,9 +44,10 @@ class OrtSession(Session):
     providers_wanted: tuple = ("CPUExecutionProvider",)
 
     def _load(self, path, graph_optimization_level="all", disabled_optimizers=(), intra_op_num_threads=0,
-              provider_options=None, **_ignored):
+              provider_options=None, enable_cpu_mem_arena=True, **_ignored):
         ort = onnxruntime()
-        so, disabled = session_options(ort, graph_optimization_level, disabled_optimizers, intra_op_num_threads)
+        so, disabled = session_options(ort, graph_optimization_level, disabled_optimizers, intra_op_num_threads,
+                                       enable_cpu_mem_arena=enable_cpu_mem_arena)
         if not isinstance(provider_options or {}, dict) or not all(
                 isinstance(o, dict) for o in (provider_options or {}).values()):
             raise UserError(f"provider_options must map provider names to options, not {provider_options!r}",

@@ -1,5 +1,6 @@
-"""OpenFold spec: torch-free import, CPU softmax fallback, seeded weights, trunk export and
-parity at unseen shapes, chunked == unchunked, precision islands, NaN localisation, fit maths."""
+"""OpenFold spec: torch-free import, CPU softmax fallback, seeded weights, export of the main
+graph and every op graph with parity at unseen shapes, precision islands, NaN localisation,
+fit maths and the chunk chooser."""
 from __future__ import annotations
 
 import subprocess
@@ -74,42 +75,50 @@ def test_fit_maths_recovers_a_known_curve():
     assert largest_within(lambda n: 1e9, 10.0, 16384) == 0
 
 
-def _fit(precision, chunk, max_res, t3):
-    return {"precision": precision, "chunk_size": chunk, "max_residues": max_res, "time_coef": [0, 0, 0, t3]}
+def _fit(chunk, storage, measured, extrapolated):
+    return {"chunk_size": chunk, "attn_chunk_size": chunk and chunk // 16, "storage": storage,
+            "measured": [{"n": n, "whole_mb": mb, "fits": mb <= 10_000} for n, mb in measured],
+            "max_residues_extrapolated": extrapolated}
 
 
-def test_chunk_chooser_least_slowdown_that_fits():
-    from xopt.models.openfold.budget import choose
+def test_chunk_chooser_prefers_measured_points_then_the_fastest_setting():
+    from xopt.models.openfold.budget import choose, fits_residues
 
-    fits = {"fp32-unchunked": _fit("fp32", None, 600, 1.0), "fp32-chunk64": _fit("fp32", 64, 1200, 1.1),
-            "fp32-chunk4": _fit("fp32", 4, 2500, 2.0)}
-    assert choose(fits, 500)["chunk_size"] is None
+    fits = {"unchunked": _fit(None, "fp32", [(256, 3000)], 600),
+            "c128": _fit(128, "fp32", [(1024, 4000), (2500, 12_000)], 2600),
+            "c64-fp16": _fit(64, "fp16", [(1024, 2500), (2500, 7000)], 3100)}
+    assert choose(fits, 500)["variant"] == "unchunked"  # extrapolated: 600 residues
     c = choose(fits, 1000)
-    assert c["chunk_size"] == 64 and c["slowdown_vs_unchunked"] == pytest.approx(1.1)
-    assert choose(fits, 2000)["chunk_size"] == 4
-    with pytest.raises(BudgetError, match="2500 residues with fp32-chunk4"):
-        choose(fits, 3000)
+    assert c["variant"] == "c128" and c["basis"].startswith("measured at N=1024")
+    # c128 extrapolates to 2600 but its measured 2500 point is over budget: the measurement wins
+    assert fits_residues(fits["c128"], 2500)[0] is False
+    c = choose(fits, 2500)
+    assert c["variant"] == "c64-fp16" and c["storage"] == "fp16" and "7000 MB" in c["basis"]
+    assert choose(fits, 3000)["variant"] == "c64-fp16"  # beyond the measurements: extrapolated 3100
+    with pytest.raises(BudgetError, match="no measured setting fits"):
+        choose(fits, 4000)
 
 
 def test_chunk_option_values():
     from xopt.models.openfold.budget import chunk_options
 
-    assert chunk_options("16", None) == {"chunk_size": 16}
-    assert chunk_options("none", None) == {"chunk_size": None, "lma": False}
-    assert chunk_options("lma", None) == {"lma": True}
-    for bad in ("abc", "-4"):
+    assert chunk_options("64", None) == {"chunk_size": 64, "attn_chunk_size": 4}
+    assert chunk_options("none", None) == {"chunk_size": None, "attn_chunk_size": None}
+    for bad in ("abc", "-4", "lma"):
         with pytest.raises(UserError):
             chunk_options(bad, None)
 
 
-def test_bucket_graph_size_guard():
-    from xopt.models.openfold import chunk_bodies, trunk_settings
+def test_trunk_settings_resolve_host_loop_knobs():
+    from xopt.models.openfold import trunk_settings
 
-    s = trunk_settings({"chunk_size": 4, "bucket_msa": 128, "bucket_residues": 1024})
-    assert s["bucket"] == [128, 1024] and chunk_bodies(s, 48) == 48 * (2 * 32 + 5 * 256)
-    s2 = trunk_settings({"chunk_size": 16, "attn_chunk_size": 4, "bucket_msa": 128, "bucket_residues": 1024})
-    assert chunk_bodies(s2, 1) == 32 + 2 * 256 + 8 + 3 * 64
-    assert trunk_settings({"chunk_size": None})["bucket"] is None
+    assert trunk_settings({"chunk_size": None}) == {"precision": "fp32", "chunk_size": None, "attn_chunk_size": None,
+                                                    "storage": "fp32"}
+    s = trunk_settings({"chunked": True, "variant_chunk_size": 64, "variant_attn_chunk_size": 4, "precision": "fp16"})
+    assert (s["chunk_size"], s["attn_chunk_size"], s["precision"]) == (64, 4, "fp16")
+    assert trunk_settings({"chunk_size": 8})["attn_chunk_size"] == 8
+    with pytest.raises(UserError, match="storage"):
+        trunk_settings({"storage": "int8"})
 
 # ---------------------------------------------------------------- openfold
 
@@ -152,28 +161,29 @@ def test_seeded_weights_are_representative_and_reproducible(tiny):
 
 
 @pytest.mark.openfold
-def test_export_parity_at_unseen_shapes_and_bucket_graph(tmp_path):
-    from xopt.export.pipeline import export_model
-    from xopt.runtime.backends.ort import OrtSession
-
-    # chunk 8 in a (6, 32) bucket keeps the unrolled graph small (2 blocks x 22 chunk bodies)
-    m = export_model("openfold", ["fp32", "fp16", "fp32-chunk"], out_dir=tmp_path, config="tiny",
-                     config_overrides={"variant_chunk_size": 8, "bucket_msa": 6})
-    assert m.variant("fp16")["parity"]["outputs"]["z_out"]["mean_abs"] < 5e-3
-    assert m.covers.startswith("evoformer trunk")
+def test_export_writes_every_graph_with_parity_at_unseen_shapes(tiny_export):
+    m = tiny_export
+    assert m.covers.startswith("evoformer trunk; with its graphs the whole model")
     fp32 = m.variant("fp32")
     assert [i["shape"] for i in fp32["inputs"]][:2] == [["S", "N", 32], ["N", "N", 16]]
     assert fp32["parity"]["passed"] and fp32["parity"]["feeds"] == 2
+    names = {g["name"] for g in fp32["graphs"]}
+    for kind in ("row_bias", "row_att", "col_att", "msa_trans", "opm_proj", "opm_rows", "tm_proj", "tm_tile",
+                 "ta_bias", "ta_rows", "pair_trans"):
+        assert {f"evo.{kind}", f"extra.{kind}"} <= names
+    assert {"embed_msa", "embed_pair", "embed_m_prev", "embed_extra", "single", "sm_pair", "sm_init", "ipa_rows",
+            "sm_update", "sm_final", "ptm_rows"} <= names
+    for g in fp32["graphs"]:
+        assert (m.directory / g["path"]).is_file() and g["parity"]["feeds"] == 2, g["name"]
+        assert g["parity"]["max_abs"] < 1e-3, (g["name"], g["parity"]["max_abs"])
+    row_att = next(g for g in fp32["graphs"] if g["name"] == "evo.row_att")
+    assert [i["shape"] for i in row_att["inputs"]] == [[1], ["K", "N", 32], ["K", "N"], [4, "N", "N"]]
+    assert m.variant("fp16")["parity"]["outputs"]["z_out"]["mean_abs"] < 5e-3
     chunk = m.variant("fp32-chunk")
     assert chunk["export_config"] == {"precision": "fp32", "chunked": True}
-    assert chunk["parity"]["max_abs"] < 1e-3
-    # the bucket graph refuses (loudly) an input longer than its bucket
-    rng = np.random.default_rng(0)
-    n = 40
-    feed = {"m": rng.normal(size=(4, n, 32)).astype(np.float32), "z": rng.normal(size=(n, n, 16)).astype(np.float32),
-            "msa_mask": np.ones((4, n), np.float32), "pair_mask": np.ones((n, n), np.float32)}
-    with OrtSession(m.path_of("fp32-chunk")) as sess, pytest.raises(Exception):
-        sess.run(feed)
+    assert chunk["settings"]["chunk_size"] == 4 and chunk["settings"]["graph_meta"]["blocks"] == {"evo": 2, "extra": 1}
+    # the host-driven trunk was gated as xopt.runtime.load assembles it (N=24, 20: 5-6 chunks)
+    assert chunk["parity"]["assembled"]["max_abs"] < 1e-4
 
 
 @pytest.mark.openfold
@@ -191,15 +201,11 @@ def test_chunked_trunk_matches_unchunked_in_torch(tiny):
         m, z, s = evo(*[a.clone() for a in args], chunk_size=None, _mask_trans=False)  # OpenFold's own stack
         assert torch.allclose(ref[1], z * args[3][..., None], atol=1e-6) and torch.allclose(ref[2][:27], s[:27])
         cases = [({"chunk_size": 4, "tri_mul_chunk": 8}, True), ({"chunk_size": 7}, False),
-                 ({"chunk_size": 16, "attn_chunk_size": 4}, True), ({"lma": True, "lma_chunks": [8, 16]}, False),
-                 ({"chunk_size": 4, "bucket": [8, 40]}, False)]
+                 ({"chunk_size": 16, "attn_chunk_size": 4}, True), ({"lma": True, "lma_chunks": [8, 16]}, False)]
         for settings, inplace in cases:
             out = make_trunk(evo, settings, inplace_safe=inplace)(*[a.clone() for a in args])
             for r, o in zip(ref, out):
                 assert torch.allclose(r, o, atol=2e-5), (settings, inplace, (r - o).abs().max())
-        # eager PyTorch ignores the bucket (it is for graphs): 30 residues > bucket 24 still work
-        out = make_trunk(evo, {"chunk_size": 4, "bucket": [8, 24]})(*args)
-        assert torch.allclose(out[1], ref[1], atol=2e-5)
 
 
 @pytest.mark.openfold
@@ -265,14 +271,22 @@ def test_drift_in_structure_terms_and_noise_floor(tiny):
 
 @pytest.mark.openfold
 @pytest.mark.slow
-def test_fit_on_tiny_config_measures_and_extrapolates():
-    from xopt.models.openfold.budget import fit_variants
+def test_fit_on_tiny_config_measures_and_extrapolates(tmp_path, monkeypatch):
+    from xopt.models.openfold.budget import SETTINGS, fit_variants
 
-    res = fit_variants(of.SPEC.config("tiny"), budget_mb=512.0, precisions=["fp32"], chunks=(None, 4), points=(16, 32, 48), residues=[64])
-    un, ch = res["fits"]["fp32-unchunked"], res["fits"]["fp32-chunk4"]
-    assert res["basis"].startswith("estimate")
-    assert ch["max_residues"] > un["max_residues"] > 48
+    monkeypatch.setenv("XOPT_CACHE_DIR", str(tmp_path))  # measure here, reuse nothing cached
+    picked = [SETTINGS[0], SETTINGS[2]]
+    res = fit_variants(of.SPEC.config("tiny"), budget_mb=512.0, settings=picked, small=(16, 32, 48), large=[96],
+                       residues=[200])
+    un, ch = res["fits"]["unchunked"], res["fits"]["c64-a4"]
+    assert res["basis"].startswith("host peak of the ONNX path")
+    assert ch["max_residues_extrapolated"] > un["max_residues_extrapolated"] > 96
+    big = ch["measured"][-1]
+    assert big["n"] == 96 and set(big["phases"]) == {"evo", "structure", "extra"} and big["fits"]
     assert any(p["measured"] for p in res["curve"]) and any(not p["measured"] for p in res["curve"])
+    again = fit_variants(of.SPEC.config("tiny"), budget_mb=512.0, settings=[SETTINGS[2]], small=(16, 32, 48),
+                         large=[96])
+    assert again["fits"]["c64-a4"]["measured"] == ch["measured"]  # every point from the cache
 
 
 @pytest.mark.openfold
@@ -310,11 +324,13 @@ def test_chunk_auto_reuses_a_fit_report(tmp_path, monkeypatch):
     from xopt.profiles import get_profile
 
     profile = get_profile("rtx3060-laptop-12gb")
-    fits = {"fp32-unchunked": _fit("fp32", None, 600, 1.0), "fp32-chunk16": _fit("fp32", 16, 1500, 1.2),
-            "fp32-chunk4": _fit("fp32", 4, 3000, 2.0)}
+    want = max(profile.model_targets("openfold")["residues"])
+    fits = {"unchunked": _fit(None, "fp32", [(256, 3000)], 600),
+            "c64-fp16": _fit(64, "fp16", [(1024, 2500), (want, 7000)], 3100)}
     report = {"profile": {"name": profile.name}, "config": {"preset": "tiny"}, "settings": {"msa_rows": 8},
               "extra": {"fits": fits}}
     (tmp_path / "report.json").write_text(json.dumps(report))
     monkeypatch.chdir(tmp_path)
-    out = of.SPEC.fit.chunk("auto", profile, "tiny", {"fit_report": str(tmp_path / "report.json")})  # target: 1024
-    assert out["chunk_size"] == 16 and out["bucket_residues"] == 1024 and out["chunk_choice"]["max_residues"] == 1500
+    out = of.SPEC.fit.chunk("auto", profile, "tiny", {"fit_report": str(tmp_path / "report.json")})
+    assert (out["chunk_size"], out["attn_chunk_size"], out["storage"]) == (64, 4, "fp16")
+    assert out["chunk_choice"]["basis"] == f"measured at N={want}: 7000 MB"

@@ -159,8 +159,8 @@ def test_raw_feature_tables_match_openfold():
 
     assert "".join(rc.restypes) == f.RESTYPES
     assert rc.unk_restype_index == f.UNKNOWN
-    for aa, idx in f.HHBLITS_INDEX.items():
-        assert rc.HHBLITS_AA_TO_ID[aa] == idx
+    for aa, idx in f.MSA_INDEX.items():  # HHblits letters as OpenFold maps them into its own order
+        assert rc.MAP_HHBLITS_AATYPE_TO_OUR_AATYPE[rc.HHBLITS_AA_TO_ID[aa]] == idx
 
 
 @pytest.mark.openfold
@@ -220,9 +220,11 @@ def test_fold_matches_openfold_forward(pipe):
 
     from xopt.models.openfold.seq import Query
 
+    from xopt.models.openfold.fold import torch_batch
+
     feats = pipe.features(Query("q", "MKTAYIAKQRQISFVK"))
     ours = pipe.folder(feats)
     with torch.no_grad():
-        theirs = pipe.model({k: v.clone() for k, v in feats.items()})
+        theirs = pipe.model(torch_batch(feats))
     assert np.abs(ours["final_atom_positions"] - theirs["final_atom_positions"].numpy()).max() < 1e-4
     assert np.abs(ours["plddt"] - theirs["plddt"].numpy()).max() < 1e-3
