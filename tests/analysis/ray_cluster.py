@@ -116,6 +116,8 @@ def ray_processes_of(pid: int) -> list[psutil.Process]:
     out = []
     for k in kids:
         try:
+            if k.status() == psutil.STATUS_ZOMBIE:  # exited, not yet reaped: not running
+                continue
             name = " ".join(k.cmdline()) or k.name()
         except psutil.Error:
             continue

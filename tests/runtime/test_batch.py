@@ -83,6 +83,21 @@ def test_the_same_folder_through_ray_data_actors(art, tracks, tmp_path):
         b, _ = sf.read(out / stem)
         np.testing.assert_allclose(a, b, atol=1e-5)
     assert not debris(out)
+    assert not _ray_children(), "the embedded Ray outlived the command"
+
+
+def _ray_children() -> list:
+    import psutil
+
+    out = []
+    for p in psutil.Process().children(recursive=True):
+        try:
+            if p.status() != psutil.STATUS_ZOMBIE and any(k in " ".join(p.cmdline()) for k in (
+                    "raylet", "gcs_server", "ray::")):
+                out.append(p)
+        except psutil.Error:
+            pass
+    return out
 
 
 def test_a_glob_and_outputs_xopt_did_not_write(art, tracks, tmp_path):
