@@ -74,8 +74,9 @@ def _point_key(req: Mapping[str, Any]) -> str:
     return hashlib.sha256(json.dumps(facts, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
 
-def measure_phase(info: dict, cfg: Mapping, setting: Mapping, phase: str, n: int, s: int, threads: int = 2) -> dict:
-    """One phase at N in a fresh process, or its cached result."""
+def measure_phase(info: dict, cfg: Mapping, setting: Mapping, phase: str, n: int, s: int, threads: int = 2,
+                  cached_only: bool = False) -> dict | None:
+    """One phase at N in a fresh process, or its cached result (None: not cached and `cached_only`)."""
     from xopt.cache import cache_root
 
     st = {k: setting.get(k) for k in ("chunk_size", "attn_chunk_size", "storage")} | {"precision": "fp32"}
@@ -84,6 +85,8 @@ def measure_phase(info: dict, cfg: Mapping, setting: Mapping, phase: str, n: int
     path = cache_root() / "openfold-measure" / "points" / f"{_point_key(req)}.json"
     if path.is_file():
         return {**json.loads(path.read_text()), "cached": True}
+    if cached_only:
+        return None
     r = measure_in_fresh_process("xopt.models.openfold.hostmeasure:point", req, timeout=4 * 3600,
                                  what=f"openfold {phase} measurement ({setting['name']}, N={n})",
                                  fix="free memory, or pass a smaller N (profile fit_points)")
@@ -117,9 +120,11 @@ def _free_host_mb() -> float:
 
 
 def fit_variants(cfg: Mapping[str, Any], budget_mb: float, settings=SETTINGS, small=None, large=(),
-                 msa_rows: int | None = None, extra_rows: int | None = None, residues=(), progress=None) -> dict:
+                 msa_rows: int | None = None, extra_rows: int | None = None, residues=(), progress=None,
+                 large_cached_only: bool = False) -> dict:
     """Measure every setting at the small points, extrapolate, then measure the large points that
-    this host can hold. Returns the fits, the curve (measured and extrapolated points) and facts."""
+    this host can hold (with `large_cached_only`, only those an earlier fit measured). Returns the
+    fits, the curve (measured and extrapolated points) and facts."""
     preset = cfg.get("preset", "default")
     small = tuple(small or SMALL_POINTS.get(preset, SMALL_POINTS["default"]))
     s = int(msa_rows or cfg.get("msa_depth", 512))
@@ -150,11 +155,15 @@ def fit_variants(cfg: Mapping[str, Any], budget_mb: float, settings=SETTINGS, sm
                 continue
             if progress:
                 progress(f"{name}: N={n} (real width, measured)")
-            phases = {"evo": measure_phase(info, cfg, st, "evo", n, s)}
-            phases["structure"] = measure_phase(info, cfg, st, "structure", n, s)
+            phases = {"evo": measure_phase(info, cfg, st, "evo", n, s, cached_only=large_cached_only)}
+            if phases["evo"] is None:
+                skipped.append({"variant": name, "n": n, "predicted_mb": round(guess), "why": "not measured yet"})
+                continue
+            phases["structure"] = measure_phase(info, cfg, st, "structure", n, s, cached_only=large_cached_only)
             if n == min(max(large), st.get("measure_to", MAX_SEARCH)) and \
                     weights_mb + phases["evo"]["peak_mb"] <= budget_mb:
-                phases["extra"] = measure_phase(info, cfg, st, "extra", n, s_extra)
+                phases["extra"] = measure_phase(info, cfg, st, "extra", n, s_extra, cached_only=large_cached_only)
+            phases = {p: r for p, r in phases.items() if r is not None}
             measured.append({"n": n, "phases": {p: r["peak_mb"] for p, r in phases.items()},
                              "block_cpu_s": phases["evo"]["cpu_seconds"]})
         ns = [p["n"] for p in measured]
@@ -216,11 +225,16 @@ def fit_report(spec, profile, config: Mapping[str, Any], options: Mapping[str, A
     targets = profile.model_targets("openfold")
     residues = [int(r) for r in options.get("residues", targets.get("residues", [128, 256]))]
     large = [int(r) for r in options.get("fit_points", targets.get("fit_points", []))]
-    with progress.step(f"openfold: fit {len(SETTINGS)} host-loop settings to {profile.name} "
-                       f"({profile.budget_mb:.0f} MB budget; points {', '.join(map(str, large)) or 'small N only'})") as facts:
-        res = fit_variants(cfg, profile.budget_mb, options.get("settings", SETTINGS), options.get("points"), large,
-                           options.get("msa_rows"), options.get("extra_msa_rows"), residues)
-        facts["note"] = res["basis"]
+    settings = options.get("settings", SETTINGS)
+    with progress.bar(f"openfold: fit {len(settings)} host-loop settings to {profile.name} ({profile.budget_mb:.0f} MB "
+                      f"budget; real-width points {', '.join(map(str, large)) or 'none'})") as update:
+        count = {"done": 0}
+
+        def tick(what):
+            count["done"] += 1
+            update({"what": what, "done": count["done"], "total": None})
+        res = fit_variants(cfg, profile.budget_mb, settings, options.get("points"), large, options.get("msa_rows"),
+                           options.get("extra_msa_rows"), residues, progress=tick)
     head = ["variant", "chunk", "attn chunk", "storage"] + [f"measured MB @N={n}" for n in large] + \
         ["longest measured N in budget", "max N (extrapolated)"]
     rows, results = [], []
@@ -270,8 +284,14 @@ def chunk_options(value, profile, config_name=None, options: Mapping[str, Any] |
     want = max(int(r) for r in targets.get("residues", [256]))
     fits = _cached_fits((options or {}).get("fit_report"), profile, cfg)
     if fits is None:
-        fits = fit_variants(cfg, profile.budget_mb, SETTINGS, None, [int(r) for r in targets.get("fit_points", [])],
-                            residues=[want])["fits"]
+        from xopt import progress
+
+        # the long points take hours on a CPU: reuse those `xopt fit` measured, extrapolate the rest
+        with progress.step(f"openfold: --chunk auto fits {len(SETTINGS)} settings to {profile.name} "
+                           "(small N measured now, long points from earlier `xopt fit` runs)") as facts:
+            fits = fit_variants(cfg, profile.budget_mb, SETTINGS, None, [int(r) for r in targets.get("fit_points", [])],
+                                residues=[want], large_cached_only=True)["fits"]
+            facts["note"] = f"measured up to N={max(f['max_measured'] for f in fits.values())}"
     choice = choose(fits, want)
     return {"chunk_size": choice["chunk_size"], "attn_chunk_size": choice["attn_chunk_size"],
             "storage": choice["storage"], "chunk_choice": choice}

@@ -29,7 +29,7 @@ def model_key(config: Mapping[str, Any], seed: int, checkpoint: str | None) -> s
 
 def model_for(config: Mapping[str, Any], seed: int = 0, checkpoint: str | None = None):
     """(AlphaFold, OpenFold config, weights info) for a config, built once per process.
-    Precision, chunking and buckets only change the trunk wrapper, not the key."""
+    Precision and chunking only change the trunk wrapper, not the key."""
     from xopt.models.openfold.network import build_alphafold
 
     key = model_key(config, seed, checkpoint)

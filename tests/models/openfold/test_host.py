@@ -229,6 +229,14 @@ def test_xopt_run_onnx_imports_neither_torch_nor_openfold(tiny_export, tmp_path)
     ca = np.array([r["CA"].coord for r in residues])
     assert np.linalg.norm(ca - ca.mean(0), axis=1).max() > 1.0
     assert all(len({a.get_bfactor() for a in r}) == 1 for r in residues)  # one pLDDT per residue
+    # ... and it agrees with the PyTorch path (OpenFold's modules around the trunk) on the same input
+    import xopt.runtime as rt
+    from xopt.models.openfold.pipeline import OpenFoldPipeline, read_input
+
+    torch_pipe = OpenFoldPipeline(None, rt.pipeline_config(tiny_export))
+    ref = torch_pipe(read_input(src))
+    assert ca_rmsd(ref["final_atom_positions"][:, 1], ca) < 0.05
+    assert np.abs(ref["plddt"] - np.array([r["CA"].get_bfactor() for r in residues])).max() < 0.01
 
 
 def test_pdb_tables_match_openfold_residue_constants():
