@@ -185,6 +185,10 @@ def render_markdown(report: dict) -> str:
             out += ["Noise floor: the FP32 model's own drift when every input value moves by ±1 quantum. Drift "
                     "well below it is indistinguishable from noise; drift far above it is real.", ""]
         out += preview_md(report)
+    if report["kind"] in ("fit", "bench"):  # the table report.html draws its charts beside
+        title, head, rows = kind_table(report)
+        if head:
+            out += [f"## {md_text(title)}", "", _md_table(head, [[md_text(c) for c in row] for row in rows]), ""]
     for key, section in report.get("extra", {}).items():
         if isinstance(section, dict) and section.get("markdown"):
             out += [f"## {key}", "", section["markdown"], ""]

@@ -37,7 +37,8 @@ code{background:#f6f8fa;padding:1px 4px;border-radius:4px;font-size:12px;word-br
 
 
 def _table(head, rows, cls: str = "") -> str:
-    out = [f"<div class='scroll'><table class='{cls}'><tr>" + "".join(f"<th>{escape(str(h))}</th>" for h in head) + "</tr>"]
+    attr = f" class='{cls}'" if cls else ""
+    out = [f"<div class='scroll'><table{attr}><tr>" + "".join(f"<th>{escape(str(h))}</th>" for h in head) + "</tr>"]
     for row in rows:
         cells = []
         for c in row:

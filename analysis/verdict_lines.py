@@ -49,7 +49,7 @@ def speed_text(r: dict, base: dict | None) -> str:
     if model and b_model:
         parts.append(f"{_times(b_model / model)} model-only")
     text = ", ".join(parts) or "no timing"
-    slower = (e2e and b_e2e and e2e > b_e2e) or (model and b_model and model > b_model)
+    slower = (model and b_model and model > b_model) or (not (model and b_model) and e2e and b_e2e and e2e > b_e2e)
     if slower and r.get("precision") in HALF and str(r.get("backend", "")).startswith("ort-cpu"):
         text += (" (expected on a CPU: ONNX Runtime's CPU kernels run FP16 graphs through casts to FP32; "
                  "FP16 pays off on a GPU)")
@@ -142,8 +142,8 @@ def not_measured_line(report: dict) -> str:
                 seen.setdefault(c["name"], c.get("status") or "not measured here")
     if not seen:
         return ""
-    why = next(iter(seen.values()))
-    return f"Not measured here: {', '.join(seen)} — {why}"
+    why = next(iter(seen.values())).replace("not measured here", "").strip(" —:")
+    return f"Not measured here{f' ({why})' if why else ''}: {', '.join(seen)}".replace("((", "(").replace("))", ")")
 
 
 def passes(r: dict) -> bool:

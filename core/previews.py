@@ -102,8 +102,9 @@ def image(out_dir, name: str, pixels: np.ndarray, role: str, title: str, **meta)
     return record(out_dir, name, "image", role, title, **meta)
 
 
-def _colorbar(width: int, lo: float, hi: float, unit: str, scale: str) -> np.ndarray:
-    """A strip under a heatmap: the colour scale and its end values, so the PNG reads alone."""
+def _colorbar(width: int, lo: float, hi: float, unit: str, scale: str, gamma: float = 1.0) -> np.ndarray:
+    """A strip under a heatmap: the colour scale and its end values (and its middle's, on a
+    non-linear scale), so the PNG reads alone."""
     from PIL import Image, ImageDraw, ImageFont
 
     strip = Image.new("RGB", (max(width, 160), 30), "white")
@@ -114,25 +115,32 @@ def _colorbar(width: int, lo: float, hi: float, unit: str, scale: str) -> np.nda
     left, right = f"{lo:.3g}", f"{hi:.3g}{unit if unit.isascii() else ''}"
     draw.text((4, 12), left, fill="black", font=font)
     draw.text((strip.width - 4 - draw.textlength(right, font=font), 12), right, fill="black", font=font)
+    if gamma != 1.0:
+        mid = f"{lo + (hi - lo) * 0.5 ** (1.0 / gamma):.2g}"
+        draw.text(((strip.width - draw.textlength(mid, font=font)) / 2, 12), mid, fill="black", font=font)
     return np.asarray(strip)
 
 
 def heatmap(out_dir, name: str, values: np.ndarray, role: str, title: str, lo: float | None = None,
-            hi: float | None = None, unit: str = "", scale: str = "Viridis", reduce: str = "mean", **meta) -> dict:
+            hi: float | None = None, unit: str = "", scale: str = "Viridis", reduce: str = "mean",
+            gamma: float = 1.0, **meta) -> dict:
     """A 2-D array as a colour-mapped PNG with its scale drawn underneath (lo/hi default to the
-    data's range); the record carries {"scale": {lo, hi, unit, colors}} for the caption."""
+    data's range); the record carries {"scale": {lo, hi, unit, colors, gamma}} for the caption.
+    gamma < 1 spreads small values (0.5: a square-root scale, for differences mostly near 0)."""
     v = shrink(np.asarray(values, np.float64), meta.pop("max_side", MAX_SIDE), reduce)
     finite = v[np.isfinite(v)]
     lo = float(finite.min()) if lo is None and finite.size else float(lo or 0.0)
     hi = float(finite.max()) if hi is None and finite.size else float(hi if hi is not None else 1.0)
+    if gamma != 1.0 and hi > lo:
+        v = lo + (hi - lo) * np.clip((v - lo) / (hi - lo), 0.0, 1.0) ** gamma
     pixels = grow(colormap(v, lo, hi, scale))
-    bar = _colorbar(pixels.shape[1], lo, hi, unit, scale)
+    bar = _colorbar(pixels.shape[1], lo, hi, unit, scale, gamma)
     canvas = np.full((pixels.shape[0] + bar.shape[0], max(pixels.shape[1], bar.shape[1]), 3), 255, np.uint8)
     canvas[:pixels.shape[0], :pixels.shape[1]] = pixels
     canvas[pixels.shape[0]:, :bar.shape[1]] = bar
     _write(out_dir, name, png_bytes(canvas))
-    return record(out_dir, name, "image", role, title, scale={"lo": lo, "hi": hi, "unit": unit, "colors": scale},
-                  **meta)
+    return record(out_dir, name, "image", role, title,
+                  scale={"lo": lo, "hi": hi, "unit": unit, "colors": scale, "gamma": gamma}, **meta)
 
 
 def checkerboard(h: int, w: int, cell: int = 16) -> np.ndarray:

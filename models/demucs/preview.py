@@ -53,12 +53,13 @@ def previews(feeds, fp32_outputs, variant_outputs, out_dir) -> list[dict]:
     names = SOURCES if len(ref) == len(SOURCES) else [f"source{i}" for i in range(len(ref))]
     seconds = mix.shape[-1] / RATE
     axes = (f"time 0–{seconds:.2f} s left to right; log frequency {LOW_HZ:.0f} Hz – {RATE / 2000:.1f} kHz bottom "
-            f"to top; dB relative to the FP32 stem's loudest bin")
+            f"to top; dB relative to the loudest bin of the FP32 stem (of the mix, here)")
     meta = {"input": 0, "input_label": f"synthetic music segment, {seconds:.2f} s stereo at {RATE} Hz "
                                        "(normalised as the graph sees it)"}
     scale = {"lo": FLOOR_DB, "hi": 0.0, "unit": " dB", "scale": "Magma"}
     db, _ = log_spectrogram(mix)
-    recs = [heatmap(out_dir, "mix-spectrogram.png", db, "input", "mix", group="mix", caption=axes, **scale, **meta),
+    recs = [heatmap(out_dir, "mix-spectrogram.png", db, "input", "mix", group="mix",
+                    caption=axes + " (every spectrogram below reads the same way)", **scale, **meta),
             audio(out_dir, "mix.ogg", mix, RATE, "input", "mix", seconds=CLIP_SECONDS, group="mix", **meta)]
     for s, name in enumerate(names):
         group = {**meta, "group": name}
@@ -66,12 +67,10 @@ def previews(feeds, fp32_outputs, variant_outputs, out_dir) -> list[dict]:
         db_out, _ = log_spectrogram(out[s], peak)
         db_err, _ = log_spectrogram(out[s] - ref[s], peak)
         sdr = _sdr(ref[s], out[s])
-        recs += [heatmap(out_dir, f"{name}-fp32.png", db_ref, "reference", f"{name}: FP32", caption=axes,
-                         **scale, **group),
+        recs += [heatmap(out_dir, f"{name}-fp32.png", db_ref, "reference", f"{name}: FP32", **scale, **group),
                  audio(out_dir, f"{name}-fp32.ogg", ref[s], RATE, "reference", f"{name}: FP32",
                        seconds=CLIP_SECONDS, **group),
-                 heatmap(out_dir, f"{name}-variant.png", db_out, "variant", f"{name}: variant", caption=axes,
-                         **scale, **group),
+                 heatmap(out_dir, f"{name}-variant.png", db_out, "variant", f"{name}: variant", **scale, **group),
                  audio(out_dir, f"{name}-variant.ogg", out[s], RATE, "variant", f"{name}: variant",
                        seconds=CLIP_SECONDS, caption=f"SDR against FP32 {sdr:.1f} dB", **group),
                  heatmap(out_dir, f"{name}-difference.png", db_err, "difference", f"{name}: variant − FP32",

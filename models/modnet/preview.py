@@ -38,10 +38,11 @@ def previews(feeds, fp32_outputs, variant_outputs, out_dir) -> list[dict]:
                  image(out_dir, f"{i}-fp32-composite.png", composite(rgb, a_ref), "reference",
                        "FP32 composite on a checkerboard", **meta)]
         recs += [heatmap(out_dir, f"{i}-difference.png", diff, "difference", "|variant − FP32| matte",
-                         lo=0.0, hi=DIFF_SCALE, unit=" alpha", scale="Inferno", reduce="max",
+                         lo=0.0, hi=DIFF_SCALE, unit=" alpha", scale="Inferno", reduce="max", gamma=0.5,
                          caption=(f"max {diff.max():.3g}, mean {diff.mean():.3g} alpha; "
                                   f"{(diff > VISIBLE).mean():.1%} of pixels differ by more than one grey level "
-                                  f"(shrunk by block maximum, clipped at {DIFF_SCALE})"), **meta),
+                                  f"(square-root colour scale, clipped at {DIFF_SCALE}; shrunk by block maximum)"),
+                         **meta),
                  image(out_dir, f"{i}-matte.png", a_var * 255.0, "variant", "variant matte", **meta),
                  image(out_dir, f"{i}-composite.png", composite(rgb, a_var), "variant",
                        "variant composite on a checkerboard", **meta)]

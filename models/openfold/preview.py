@@ -72,7 +72,9 @@ def previews(feeds, fp32_outputs, variant_outputs, out_dir) -> list[dict]:
                          unit=" Å", group="Cα distances", **meta),
                  heatmap(out_dir, f"{i}-distance-difference.png", diff, "difference", "|variant − FP32| distances",
                          lo=0.0, hi=max(float(diff.max(initial=0.0)), 0.1), unit=" Å", scale="Inferno", reduce="max",
-                         group="Cα distances", caption=f"max {diff.max(initial=0.0):.3g} Å; Cα RMSD {rmsd:.3g} Å",
+                         gamma=0.5,
+                         group="Cα distances",
+                         caption=f"max {diff.max(initial=0.0):.3g} Å; Cα RMSD {rmsd:.3g} Å (square-root colour scale)",
                          **meta)]
         ref_name = f"{i}-fp32.pdb"
         recs.append(structure(out_dir, ref_name, _pdb(a["atom14"], a["plddt"], aa, "FP32 reference (xopt preview)"),
