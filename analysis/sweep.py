@@ -102,7 +102,8 @@ def records_for(sweep, store: Store) -> list[dict]:
     for p in sweep.points:
         key = key_of(p, store.recipe_shas(p.recipe.key))
         rec = (key and store.get(key)) or store.get(ident_key(p))
-        out.append(rec or failed_record(p, key, None, "not measured (the sweep was interrupted before it)"))
+        rec = rec or failed_record(p, key, None, "not measured (the sweep was interrupted before it)")
+        out.append({**rec, "shape_text": p.shape_text()})  # as this sweep file writes it
     return out
 
 

@@ -62,6 +62,7 @@ class Point:
     profile: str
     shape: tuple  # sorted (target, value) pairs: the device profile's model targets this point overrides
     settings: tuple  # sorted (name, value) pairs of SETTINGS
+    label_of_shape: str = ""  # the shape as the sweep file wrote it (flag names)
 
     @property
     def model(self) -> str:
@@ -74,7 +75,7 @@ class Point:
         return dict(self.settings)
 
     def shape_text(self) -> str:
-        return shape_text(self.shape_dict())
+        return self.label_of_shape or shape_text(self.shape_dict())
 
     def label(self) -> str:
         return f"{self.model} {self.variant} on {self.backend} [{self.shape_text()}] vs {self.profile}"
@@ -233,6 +234,9 @@ def load(path: str | Path) -> Sweep:
         if not isinstance(raw_shapes, list) or not raw_shapes:
             raise _bad(path, where, "'shapes' must be a non-empty list of tables", "e.g. shapes = [{ height = 256 }]")
         shapes = [() if s == {} else _shape(spec, s, path, where) for s in raw_shapes]
+        flag_of = {f.target: f.flag for f in spec.shape_flags}
+        labels = {sh: shape_text({flag_of.get(k, k): list(v) if isinstance(v, tuple) else v for k, v in sh})
+                  for sh in shapes}
         settings = _settings(defaults, job, path, where)
         recipe = _recipe(spec, job, path.parent, dict(settings)["seed"], path, where)
         got = sweep.recipes.setdefault(recipe.key, (recipe, []))[1]
@@ -242,7 +246,7 @@ def load(path: str | Path) -> Sweep:
             for b in backends:
                 for prof in profiles:
                     for shape in shapes:
-                        point = Point(i, recipe, v, b, prof, shape, settings)
+                        point = Point(i, recipe, v, b, prof, shape, settings, labels[shape])
                         ident = (recipe.key, v, b, prof, shape, settings)
                         if ident not in seen:  # the same point listed twice is measured once
                             seen.add(ident)

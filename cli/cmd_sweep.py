@@ -55,7 +55,17 @@ def run(args) -> int:
         print(f"xopt: {out['notice']}", file=sys.stderr)
     report, counts = out["report"], out["counts"]
     fast = report["extra"]["Fastest variant within its drift gate"]
-    console().print(table("fastest variant within its drift gate", fast["head"], fast["rows"]))
+    con = console()
+    if con.width >= 140:
+        con.print(table("fastest variant within its drift gate", fast["head"], fast["rows"]))
+    else:  # one line per (model, shape, device): a 9-column table folds into unreadable cells
+        for f in report["fastest"]:
+            best = (f"{f['variant']} ({f['backend']}) p50 {f['p50_ms']:.3g} ms" if f["variant"]
+                    else "no variant meets its drift gate")
+            vs = f", {f['speedup_vs_fp32']:.2f}x FP32" if f["speedup_vs_fp32"] else ""
+            missed = f"; missed the gate: {', '.join(f['missed_gate'])}" if f["missed_gate"] else ""
+            con.print(f"{f['model']} [{f['shape']}] on {f['device']} vs {f['profile']}: {best}{vs}{missed}",
+                      markup=False, highlight=False)
     console().print(f"{report['settings']['points']} point(s): {counts['measured']} measured now, "
                     f"{counts['reused']} reused, {counts['failed']} failed; wrote {out['results']}, "
                     f"{out['paths']['json']}, {out['paths']['md'].name}, {out['paths']['html'].name}", markup=False)
