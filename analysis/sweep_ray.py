@@ -96,14 +96,16 @@ def execute(sweep, todo: dict, ctx, retries: int, tracker) -> None:
                 if kind == "export":
                     rk, points, blob_ref = rest
                     for p, s in _submit_points(rk, points, blob_ref, value, tracker, point_cpu, point_gpu,
-                                               registered, retries):
+                                               registered):
                         pending[s] = ("point", p, value)
                 else:
                     point, info = rest
                     if isinstance(value, Exception):
+                        crashed = not isinstance(value, ray.exceptions.RayTaskError)
                         value = failed_record(point, key_of(point, info["sha256"]),
-                                              info["sha256"].get(point.variant), _died(value, retries),
-                                              attempts=retries + 1)
+                                              info["sha256"].get(point.variant),
+                                              _died(value, retries) if crashed else _task_error(value),
+                                              attempts=retries + 1 if crashed else 1)
                     tracker.finished(value)
     except KeyboardInterrupt:
         for ref in pending:  # the points measured so far are in results.json already
@@ -116,9 +118,9 @@ def _died(exc, retries: int) -> str:
     return f"the worker died {retries + 1} time(s) ({type(exc).__name__}: {first[:300]})"
 
 
-def _submit_points(rk, points, blob_ref, value, tracker, point_cpu, point_gpu, registered, retries):
+def _submit_points(rk, points, blob_ref, value, tracker, point_cpu, point_gpu, registered):
     if isinstance(value, Exception):  # the export itself failed: every point of the recipe says why
-        why = _export_error(value)
+        why = _task_error(value)
         for p in points:
             tracker.finished(ident_record(p, f"export failed: {why}"))
         return []
@@ -134,7 +136,8 @@ def _submit_points(rk, points, blob_ref, value, tracker, point_cpu, point_gpu, r
     return out
 
 
-def _export_error(exc) -> str:
+def _task_error(exc) -> str:
+    """The application error inside a Ray task error (its last line: the exception itself)."""
     cause = getattr(exc, "cause", None)
     if cause is not None:
         return str(cause).strip().splitlines()[-1][:500] if str(cause).strip() else type(cause).__name__
