@@ -20,8 +20,8 @@ PLDDT_JS = ("function(a){var b=a.b;return b>=90?'#0053D6':b>=70?'#65CBF3':b>=50?
 
 
 class Embedder:
-    def __init__(self, base_dir: Path | None, budget: int = MAX_EMBED):
-        self.base, self.left, self.linked = base_dir, budget, 0
+    def __init__(self, base_dir: Path | None, budget: int | None = None):
+        self.base, self.left, self.linked = base_dir, MAX_EMBED if budget is None else budget, 0
         self.structures: list[dict] = []
         self.series: list = []
 
@@ -60,10 +60,11 @@ def cell(rec: dict, emb: Embedder) -> str:
         except ImportError:  # no report extra: the values as the CSV file beside the report
             return f"<figure><b>{title}</b><figcaption>{escape(rec.get('file', ''))} (CSV)</figcaption></figure>"
 
-        fig = go.Figure([go.Scatter(x=rec["x"], y=ys, mode="lines", name=escape(name),
-                                    line={"color": COLORS[i % len(COLORS)]})
+        # the first line (FP32) wide and pale underneath, so a variant on top of it stays visible
+        fig = go.Figure([go.Scatter(x=rec["x"], y=ys, mode="lines", name=escape(name), opacity=0.45 if i == 0 else 1,
+                                    line={"color": COLORS[i % len(COLORS)], "width": 5 if i == 0 else 1.5})
                          for i, (name, ys) in enumerate((rec.get("lines") or {}).items())])
-        better = {"higher": " — higher is better", "lower": " — lower is better"}.get(rec.get("better"), "")
+        better = {"higher": ", ↑ better", "lower": ", ↓ better"}.get(rec.get("better"), "")
         fig.update_xaxes(title_text=escape(rec.get("x_title", "")))
         fig.update_yaxes(title_text=escape(rec.get("y_title", "")) + better)
         emb.series.append(_layout(fig, title, 300))

@@ -2,8 +2,9 @@
 
 The hook runs in the variant's own process on the first few profiled inputs and writes into
 `<staging>/<variant>/`; the report records each file as "previews/<variant>/<name>", and
-`write_reports` copies the files beside report.json. A file identical to one an earlier variant
-wrote (the input, the FP32 reference) is recorded once.
+`write_reports` copies the files beside report.json. The input and FP32-reference files every
+variant writes are recorded once (the first variant's), and a variant whose outputs equal FP32's
+keeps only those.
 """
 from __future__ import annotations
 
@@ -39,7 +40,8 @@ def run_hook(spec, variant: str, feeds, refs, outs, staging: str | Path, n: int 
         where = traceback.extract_tb(exc.__traceback__)[-1]
         return {"previews_error": f"{type(exc).__name__}: {exc} ({Path(where.filename).name}:{where.lineno})"}
     note = {}
-    if all(set(r) == set(o) and all(np.array_equal(r[k], o[k]) for k in r) for r, o in zip(refs[:k], outs[:k])):
+    if all(set(r) == set(o) and all(np.array_equal(r[name], o[name]) for name in r)
+           for r, o in zip(refs[:k], outs[:k])):
         records = [r for r in records if r["role"] in ("input", "reference")]  # nothing new to look at
         note = {"previews_note": "outputs identical to the FP32 reference on these inputs"}
     prefix = f"{FOLDER}/{safe_name(variant)}/"

@@ -29,6 +29,8 @@ def baseline(report: dict) -> dict | None:
 
 
 def _times(ratio: float) -> str:
+    if abs(ratio - 1.0) < 0.005:
+        return "the same speed (1.00×)"
     return f"{ratio:.2f}× faster" if ratio >= 1 else f"{1 / ratio:.2f}× slower"
 
 

@@ -158,3 +158,14 @@ def test_compare_two_reports_as_html(report, tmp_path):
 
 def test_hand_drawn_svg_is_gone():
     assert not (ROOT / "analysis" / "svg.py").exists()
+
+
+def test_previews_past_the_embedding_budget_are_linked(report, tmp_path, monkeypatch):
+    from xopt.analysis import preview_html
+
+    rep = stage_previews(copy.deepcopy(report), tmp_path / "staging")
+    paths = write_reports(rep, tmp_path / "out", previews_dir=tmp_path / "staging")
+    monkeypatch.setattr(preview_html, "MAX_EMBED", 3000)  # room for a few small PNGs only
+    html = render_html(json.loads(paths["json"].read_text()), tmp_path / "out")
+    assert "data:image/png;base64," in html and 'src="previews/' in html
+    assert "linked as files beside this report" in html
