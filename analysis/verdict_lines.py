@@ -212,9 +212,12 @@ def verdict_lines(report: dict) -> list[str]:
         return [str(v) for v in report.get("verdicts", [])]
     if kind == "fit":
         choice = (report.get("extra") or {}).get("choice")
+        name = (report.get("profile") or {}).get("name", "the device profile")
+        if isinstance(choice, dict) and choice.get("error"):
+            return [f"Nothing fits {name}: {choice['error']}"]
         if isinstance(choice, dict) and choice:
             what = ", ".join(f"{k} {v}" for k, v in choice.items() if not isinstance(v, (dict, list)))
-            return [f"Fits {report.get('profile', {}).get('name', 'the device profile')}: {what}"]
+            return [f"Fits {name}: {what}"]
     if kind == "sweep":
         return [f"{f['model']} {f['shape']} on {f.get('device') or f['profile']}: "
                 + (f"{f['variant']} ({f['backend']})" if f.get("variant") else "no variant meets its gate")

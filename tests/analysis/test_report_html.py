@@ -131,8 +131,9 @@ def test_other_kinds_render(tmp_path):
            "results": [], "extra": {"curve": [{"variant": "fp32", "n": n, "peak_mb": 100.0 * n, "measured": n < 4}
                                               for n in (1, 2, 4, 8)],
                                     "fit": {"head": ["variant", "max n"], "rows": [["fp32", 8]]}}}
+    fit["extra"]["choice"] = {"variant": "fp32", "chunk": 4}
     html = render_html(fit)
-    assert "Memory against input size" in html and "budget 1000 MB" in html
+    assert "Memory against input size" in html and "budget 1000 MB" in html and "Fits p: variant fp32, chunk 4" in html
     assert "Memory against input size" not in render_markdown(fit) and "| variant | max n |" in render_markdown(fit)
 
 
@@ -169,3 +170,14 @@ def test_previews_past_the_embedding_budget_are_linked(report, tmp_path, monkeyp
     html = render_html(json.loads(paths["json"].read_text()), tmp_path / "out")
     assert "data:image/png;base64," in html and 'src="previews/' in html
     assert "linked as files beside this report" in html
+
+
+def test_mixed_precision_sections_render(report):
+    rep = copy.deepcopy(report)
+    rep["extra"]["layer_drift"] = [{"group": "backbone stage 1", "nodes": ["/a/Conv"], "drift": 0.2},
+                                   {"group": "<b>hr</b> branch", "nodes": ["/b/Conv"], "drift": 0.05}]
+    rep["extra"]["drift_vs_speed"] = [{"label": "all int8", "speedup": 2.0, "drift": 0.2},
+                                      {"label": "stage 1 in fp32", "speedup": 1.7, "drift": 0.05}]
+    html = render_html(rep)
+    assert "Per-layer drift (worst first)" in html and "Drift against speed" in html
+    assert "<b>hr</b>" not in html and "&lt;b&gt;hr&lt;" in html  # escaped inside the figure's JSON
