@@ -122,7 +122,7 @@ def _video(root: Path, skip: bool) -> EvalDataset:
         order = sorted(frames)
         reference = {s: masks[s] for s in order if s in masks}
         if not reference:
-            unpaired(f"videos have no annotated frame", [name], anns[name], skip, notes)
+            unpaired("videos have no annotated frame", [name], anns[name], skip, notes)
             continue
         unscored += len(order) - len(reference)
         items.append(EvalItem(name, [frames[s] for s in order], reference, {"kind": "video", "frames": order}))
