@@ -114,3 +114,17 @@ def test_an_unknown_layout_is_one_line_naming_the_layouts(tmp_path):
                        text=True, cwd=tmp_path, timeout=120)
     assert r.returncode == 1 and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
     assert "images" in r.stderr and "JPEGImages" in r.stderr
+
+
+@pytest.mark.parametrize("model", ["modnet", "demucs", "openfold"])
+def test_every_eval_hook_reference_resolves(model):
+    """The spec names its hooks as "module:attr" strings: a typo would only show on first use."""
+    from xopt.registry import get_model
+    from xopt.spec import Hook, resolve
+
+    hooks = get_model(model).evaluation
+    for name in ("dataset", "predict", "score", "aggregate", "prediction_paths", "read_prediction", "item_checks",
+                 "checks", "run_checks"):
+        value = getattr(hooks, name)
+        assert isinstance(value, Hook) and callable(resolve(value.ref)), name
+    assert set(hooks.metrics.values()) <= {"higher", "lower"} and hooks.metrics
