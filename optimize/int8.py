@@ -72,6 +72,8 @@ class Int8StaticPass(Pass):
         Option("symmetric", "bool", False, "symmetric activations and weights, zero point 0 (TensorRT needs true "
                "with activation_type int8)"),
         Option("preprocess", "bool", True, "run ONNX Runtime's quantization pre-processing first"),
+        Option("reduce_range", "bool", False, "7-bit weights: no u8s8 saturation on x86 CPUs without VNNI "
+               "(AVX2), at a little precision on those with it"),
     ])
 
     def apply(self, src: Path, dst: Path, opts, ctx) -> dict:
@@ -91,7 +93,7 @@ class Int8StaticPass(Pass):
                 weight_type=getattr(QuantType, _QTYPES[opts["weight_type"]]),
                 calibrate_method=getattr(CalibrationMethod, _METHODS[opts["calibrate_method"]]),
                 op_types_to_quantize=opts["op_types"] or None, nodes_to_quantize=nodes,
-                nodes_to_exclude=opts["nodes_to_exclude"] or None,
+                nodes_to_exclude=opts["nodes_to_exclude"] or None, reduce_range=opts["reduce_range"],
                 extra_options={"QuantizeBias": opts["quantize_bias"], "ActivationSymmetric": opts["symmetric"],
                                "WeightSymmetric": opts["symmetric"] or opts["weight_type"] == "int8"},
             )
