@@ -37,6 +37,8 @@ class FoldSession(Session):
         self.input_shapes, self.output_shapes = dict(m.input_shapes), dict(m.output_shapes)
         self.providers = list(m.providers)
         self.timings.load_ms = m.timings.load_ms + sum(g.timings.load_ms for g in self.graphs.values())
+        if self.host_driven:  # the op graphs hold the same weights: free the main graph's copy
+            m.close()
 
     @property
     def host_driven(self) -> bool:
@@ -73,7 +75,7 @@ class FoldSession(Session):
         for g in self.graphs.values():
             g.close()
         self.graphs = {}
-        self.main.close()
+        self.main.close()  # a no-op when host-driven (closed at load)
 
 
 def assemble(main: Session, graphs: Mapping[str, Session], entry: Mapping) -> Session:
