@@ -101,7 +101,17 @@ def _timed_runs(session, feeds, frames: int, warmup: int, progress=None) -> list
     return session.timings.run_ms[before:]
 
 
-def _e2e(spec, session, manifest, variant, targets, frames: int, seed: int, progress=None) -> list[float] | None:
+def _label_free_checks(spec, raw, output, manifest, out: list | None) -> None:
+    """The model's label-free checks (EvalHooks.checks) on one end-to-end output: a broken
+    pipeline shows up in the profile too, not only in xopt eval and xopt run."""
+    hooks = getattr(spec, "evaluation", None)
+    if out is None or hooks is None or getattr(hooks, "checks", None) is None:
+        return
+    out.extend(hooks.checks(raw, output, {"weights": manifest.weights, "source": "profile"}))
+
+
+def _e2e(spec, session, manifest, variant, targets, frames: int, seed: int, progress=None,
+         checks_out: list | None = None) -> list[float] | None:
     cls = _pipeline_class(spec)
     if cls is None:
         return None
@@ -110,7 +120,8 @@ def _e2e(spec, session, manifest, variant, targets, frames: int, seed: int, prog
     pipe = cls(session, pipeline_config(manifest), variant=manifest.variant(variant))
     frames = min(frames, cls.e2e_runs or frames)
     raws = pipe.raw_samples(max(1, min(frames, 4)), targets, seed)
-    pipe(raws[0])  # warm the pre/post-processing caches; measured separately as first inference
+    first = pipe(raws[0])  # warm the pre/post-processing caches; measured separately as first inference
+    _label_free_checks(spec, raws[0], first, manifest, checks_out)
     times = []
     for i in range(frames):
         t0 = time.perf_counter()
@@ -160,7 +171,9 @@ def profile_variant(spec, manifest, variant: str, backend: str, feeds, refs, flo
             mon.mark("timed frames")
             run_ms = _timed_runs(session, feeds, frames, warmup, progress)
             mon.mark("end to end" if e2e else "close")
-            e2e_ms = _e2e(spec, session, manifest, variant, targets, frames, seed, progress) if e2e else None
+            checks: list = []
+            e2e_ms = _e2e(spec, session, manifest, variant, targets, frames, seed, progress, checks) if e2e else None
+            result["label_free_checks"] = checks
             result["providers"] = session.providers
             t = session.timings
         finally:

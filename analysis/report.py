@@ -296,6 +296,10 @@ def print_summary(report: dict, console=None) -> None:
     noisy = noisy_timings(report)
     if noisy:
         console.print(escape(f"warning: {noisy}"), style="yellow")
+    for r in report.get("results", []):  # the model's label-free checks on an end-to-end output
+        for c in r.get("label_free_checks") or []:
+            if isinstance(c, dict) and c.get("ok") is False:
+                console.print(escape(f"warning: {r['variant']}: {c.get('message') or c.get('name')}"), style="yellow")
     from xopt.analysis.verdict_lines import verdict_lines
 
     lines = verdict_lines(report)

@@ -58,3 +58,14 @@ def test_an_existing_output_names_the_run_flag(modnet_export, photo, tmp_path):
     (tmp_path / "m.png").write_bytes(b"mine")
     r = cli("run", "modnet", photo, "-o", tmp_path / "m.png", "--artifacts", modnet_export)
     assert_user_error(r, "already exists", "choose another -o/--output")
+
+
+def test_profile_shows_the_models_label_free_checks(modnet_export, tmp_path):
+    import json
+
+    r = cli("profile", "modnet", "--variants", "fp32", "--artifacts", modnet_export, "--out", tmp_path / "rep",
+            "--frames", "1", "--height", "64", "--width", "64")
+    assert r.rc == 0, r.err
+    (res,) = json.loads((tmp_path / "rep" / "report.json").read_text())["results"]
+    names = {c["name"] for c in res["label_free_checks"]}
+    assert {"matte coverage", "undecided pixels"} <= names
