@@ -113,30 +113,30 @@ class StackRunner:
 
     def tri_mul_out(self, b: int, z, pair_mask) -> None:
         n = z.shape[0]
-        store = None
-        for j0, j1 in spans(n, self.chunk):  # b[j, k] of every row j
+        store = None  # store[c, j, k] = b[j, k, c]: channels first, so a tile's rows are contiguous
+        for j0, j1 in spans(n, self.chunk):
             p = self._proj(b, 1, z[j0:j1], pair_mask[j0:j1])
             if store is None:
-                store = np.empty((n, n, p.shape[-1]), self.storage)
-            store[j0:j1] = p
+                store = np.empty((p.shape[0], n, n), self.storage)
+            store[:, j0:j1] = p
         for i0, i1 in spans(n, self.chunk):
             a_i = self._proj(b, 0, z[i0:i1], pair_mask[i0:i1])
             for j0, j1 in spans(n, self.chunk):
-                z[i0:i1, j0:j1] += self._run("tm_tile", 2 * b, a=a_i, b=f32(store[j0:j1]),
+                z[i0:i1, j0:j1] += self._run("tm_tile", 2 * b, a=a_i, b=f32(store[:, j0:j1]),
                                              z=f32(z[i0:i1, j0:j1]))["update"]
 
     def tri_mul_in(self, b: int, z, pair_mask) -> None:
         n = z.shape[0]
-        store = None
-        for k0, k1 in spans(n, self.chunk):  # store[i, k] = a[k, i]
-            p = self._proj(b, 2, z[k0:k1], pair_mask[k0:k1])
+        store = None  # store[c, i, k] = a[k, i, c]
+        for k0, k1 in spans(n, self.chunk):
+            p = self._proj(b, 2, z[k0:k1], pair_mask[k0:k1])  # [c, k, i]
             if store is None:
-                store = np.empty((n, n, p.shape[-1]), self.storage)
-            store[:, k0:k1] = p.transpose(1, 0, 2)
+                store = np.empty((p.shape[0], n, n), self.storage)
+            store[:, :, k0:k1] = p.transpose(0, 2, 1)
         for j0, j1 in spans(n, self.chunk):
-            b_j = f32(self._proj(b, 3, z[:, j0:j1], pair_mask[:, j0:j1]).transpose(1, 0, 2))
+            b_j = f32(self._proj(b, 3, z[:, j0:j1], pair_mask[:, j0:j1]).transpose(0, 2, 1))  # [c, j, k]
             for i0, i1 in spans(n, self.chunk):
-                z[i0:i1, j0:j1] += self._run("tm_tile", 2 * b + 1, a=f32(store[i0:i1]), b=b_j,
+                z[i0:i1, j0:j1] += self._run("tm_tile", 2 * b + 1, a=f32(store[:, i0:i1]), b=b_j,
                                              z=f32(z[i0:i1, j0:j1]))["update"]
 
     def tri_att(self, b: int, z, pair_mask, ending: bool) -> None:

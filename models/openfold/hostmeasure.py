@@ -31,7 +31,7 @@ def graph_dir(config: dict, precision: str) -> Path:
     from xopt.cache import cache_root
 
     net = {k: v for k, v in sorted(config.items()) if k not in NET_KEYS_EXCLUDED}
-    key = hashlib.sha256(json.dumps({"net": net, "precision": precision, "v": 1}, sort_keys=True).encode()).hexdigest()
+    key = hashlib.sha256(json.dumps({"net": net, "precision": precision, "v": 2}, sort_keys=True).encode()).hexdigest()
     return cache_root() / "openfold-measure" / key[:16]
 
 

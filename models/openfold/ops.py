@@ -10,7 +10,7 @@ over any number of chunks at any N and add each chunk's update into m or z in pl
     msa_trans  m rows              -> m update
     opm_proj   m rows              -> a, b of the outer product mean (laid out [N, K, c])
     opm_rows   a rows, b           -> z update
-    tm_proj    any block of z      -> one projection (a or b) of a triangle multiplication
+    tm_proj    any block of z      -> one projection (a or b) of a triangle multiplication, channels first
     tm_tile    a rows, b rows, z   -> z update of one tile (the sum over k is done in FP32)
     ta_bias    z rows              -> triangle bias [H, K, N]
     ta_rows    z rows, bias        -> z update (triangle attention around the starting node)
@@ -114,7 +114,9 @@ def _classes():
 
         def compute(self, z, mask):
             x = self.ln(z)
-            return mask[..., None] * torch.sigmoid(self.g(x)) * self.p(x)
+            # channels first, [c, K, J]: the tiles then multiply contiguous rows (a transposing
+            # copy per tile cost ten times the matmul)
+            return (mask[..., None] * torch.sigmoid(self.g(x)) * self.p(x)).permute(2, 0, 1)
 
     class TmTile(Op):
         def __init__(self, tm, precision):
@@ -123,8 +125,8 @@ def _classes():
             self.linear_z, self.linear_g = tm.linear_z, tm.linear_g
 
         def compute(self, a_rows, b_rows, z):
-            # x[i, j] = sum_k a[i, k] * b[j, k]; the sum over k grows with N: FP32
-            x = torch.matmul(a_rows.float().permute(2, 0, 1), b_rows.float().permute(2, 1, 0))
+            # a [c, K, N], b [c, J, N]: x[i, j] = sum_k a[i, k] * b[j, k]; the sum grows with N: FP32
+            x = torch.matmul(a_rows.float(), b_rows.float().transpose(1, 2))
             x = self.ln_out(x.permute(1, 2, 0).to(z.dtype))
             return self.linear_z(x) * torch.sigmoid(self.linear_g(self.ln_in(z)))
 
