@@ -200,13 +200,15 @@ def fits_residues(f: Mapping, residues: int) -> tuple[bool, str]:
 
 
 def choose(fits: Mapping[str, dict], residues: int) -> dict:
-    """The first setting (fastest first) that holds `residues`; BudgetError if none does."""
+    """The first setting (fastest first) measured to hold `residues`, else the first extrapolated
+    to; BudgetError if none does."""
     ok = [(name, f) for name, f in fits.items() if "error" not in f]
-    for name, f in ok:
-        good, why = fits_residues(f, residues)
-        if good:
-            return {"variant": name, "chunk_size": f["chunk_size"], "attn_chunk_size": f["attn_chunk_size"],
-                    "storage": f["storage"], "residues": residues, "basis": why}
+    for measured_only in (True, False):
+        for name, f in ok:
+            good, why = fits_residues(f, residues)
+            if good and (why.startswith("measured") or not measured_only):
+                return {"variant": name, "chunk_size": f["chunk_size"], "attn_chunk_size": f["attn_chunk_size"],
+                        "storage": f["storage"], "residues": residues, "basis": why}
     best = max(ok, key=lambda nf: max(nf[1].get("max_measured_fitting", 0), nf[1].get("max_residues_extrapolated", 0)),
                default=None)
     hint = f"; the most is with {best[0]}" if best else ""

@@ -87,7 +87,9 @@ def test_chunk_chooser_prefers_measured_points_then_the_fastest_setting():
     fits = {"unchunked": _fit(None, "fp32", [(256, 3000)], 600),
             "c128": _fit(128, "fp32", [(1024, 4000), (2500, 12_000)], 2600),
             "c64-fp16": _fit(64, "fp16", [(1024, 2500), (2500, 7000)], 3100)}
-    assert choose(fits, 500)["variant"] == "unchunked"  # extrapolated: 600 residues
+    # a measured point beats an extrapolation: unchunked extrapolates to 600, c128 was measured at 1024
+    assert choose(fits, 500)["variant"] == "c128"
+    assert choose({"unchunked": fits["unchunked"]}, 500)["basis"] == "extrapolated: up to 600"
     c = choose(fits, 1000)
     assert c["variant"] == "c128" and c["basis"].startswith("measured at N=1024")
     # c128 extrapolates to 2600 but its measured 2500 point is over budget: the measurement wins
