@@ -46,6 +46,8 @@ def run(args) -> int:
     section = report.get("extra", {}).get("fit", {})
     if section.get("rows"):
         console().print(table(f"{spec.name}: fit to {report['profile']['name']}", section["head"], section["rows"]))
+    for line in section.get("notes", []):  # how the figures were obtained, and what the fit chose
+        console().print(line, markup=False, highlight=False)
     paths = write_reports(report, out, force=args.force)
     console().print(f"wrote {paths['json']}, {paths['md'].name}, {paths['html'].name}")
     return 0

@@ -9,7 +9,9 @@ longest N) one extra-MSA block. Blocks run one after another, so the whole model
 Small N are measured for every setting and fitted (non-negative least squares on 1, N, N^2,
 kN, kN^2 with k = min(attention chunk, N); k = N unchunked, the triangle attention's N^3);
 the profile's `fit_points` (e.g. 1024, 2048, 2500) are then measured for every setting whose
-fitted peak fits this host's free memory. The report keeps measured points and extrapolated
+fitted peak fits this host's free memory, with sampled compute (hostmeasure.Sampled: only the
+graph calls that can raise the peak run; memory exact to SAMPLE_MARGIN_MB, time projected),
+since a full real-width block takes hours on a CPU at N = 2,500. The report keeps measured points and extrapolated
 limits apart and labels each. On a CPU host the figures are host peaks: the host loop keeps
 m and z in host memory, so a GPU execution provider's device memory per call (a chunk's
 working set) stays below them.
@@ -32,18 +34,19 @@ from xopt.errors import BudgetError
 from xopt.fitting import largest_within, measure_in_fresh_process, nnls, parse_chunk
 
 # fastest first: `choose` takes the first that fits
-# `measure_to`: the longest N a setting is measured at on a CPU host (beyond it, extrapolated):
-# the leaner settings reach 2,500 residues at real width in under 6 GB of host memory
+# `measure_to`: the longest N a setting is measured at on a CPU host (beyond it, extrapolated).
+# Unchunked triangle attention holds [N, H, N, N] logits (17 GB at N = 1,024): it stops at 512.
 SETTINGS = (
     {"name": "unchunked", "chunk_size": None, "attn_chunk_size": None, "storage": "fp32", "measure_to": 512},
-    {"name": "c128-a16", "chunk_size": 128, "attn_chunk_size": 16, "storage": "fp32", "measure_to": 1024},
-    {"name": "c64-a4", "chunk_size": 64, "attn_chunk_size": 4, "storage": "fp32", "measure_to": 2048},
+    {"name": "c128-a16", "chunk_size": 128, "attn_chunk_size": 16, "storage": "fp32", "measure_to": 2500},
+    {"name": "c64-a4", "chunk_size": 64, "attn_chunk_size": 4, "storage": "fp32", "measure_to": 2500},
     {"name": "c64-a2-fp16store", "chunk_size": 64, "attn_chunk_size": 2, "storage": "fp16", "measure_to": 2500},
 )
 SMALL_POINTS = {"tiny": (32, 64, 128), "default": (64, 128, 256)}
 MAX_SEARCH = 16384
+SAMPLE_MARGIN_MB = 16
 _BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
-POINT_VERSION = 1
+POINT_VERSION = 2  # 2: channels-first triangle projections (graphs v3)
 
 
 def variant_name(precision: str, chunk: int | None) -> str:
@@ -74,19 +77,28 @@ def _point_key(req: Mapping[str, Any]) -> str:
     return hashlib.sha256(json.dumps(facts, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
 
-def measure_phase(info: dict, cfg: Mapping, setting: Mapping, phase: str, n: int, s: int, threads: int = 2,
-                  cached_only: bool = False) -> dict | None:
-    """One phase at N in a fresh process, or its cached result (None: not cached and `cached_only`)."""
+def _point_path(req: dict) -> Path:
     from xopt.cache import cache_root
 
+    return cache_root() / "openfold-measure" / "points" / f"{_point_key(req)}.json"
+
+
+def measure_phase(info: dict, cfg: Mapping, setting: Mapping, phase: str, n: int, s: int, threads: int = 2,
+                  cached_only: bool = False, sample: bool = False) -> dict | None:
+    """One phase at N in a fresh process, or its cached result (None: not cached and `cached_only`).
+    `sample`: run only the graph calls that can raise the peak (hostmeasure.Sampled; memory exact
+    to SAMPLE_MARGIN_MB, time projected); a cached full run of the same point is preferred."""
     st = {k: setting.get(k) for k in ("chunk_size", "attn_chunk_size", "storage")} | {"precision": "fp32"}
     req = {"graph_dir": info["dir"], "config": dict(cfg), "phase": phase, "settings": st, "n": int(n), "s": int(s),
            "threads": threads}
-    path = cache_root() / "openfold-measure" / "points" / f"{_point_key(req)}.json"
-    if path.is_file():
-        return {**json.loads(path.read_text()), "cached": True}
+    candidates = [req] + ([{**req, "sample_margin_mb": SAMPLE_MARGIN_MB}] if sample else [])
+    for r in candidates:
+        if _point_path(r).is_file():
+            return {**json.loads(_point_path(r).read_text()), "cached": True}
     if cached_only:
         return None
+    req = candidates[-1]
+    path = _point_path(req)
     r = measure_in_fresh_process("xopt.models.openfold.hostmeasure:point", req, timeout=4 * 3600,
                                  what=f"openfold {phase} measurement ({setting['name']}, N={n})",
                                  fix="free memory, or pass a smaller N (profile fit_points)")
@@ -155,17 +167,23 @@ def fit_variants(cfg: Mapping[str, Any], budget_mb: float, settings=SETTINGS, sm
                 continue
             if progress:
                 progress(f"{name}: N={n} (real width, measured)")
-            phases = {"evo": measure_phase(info, cfg, st, "evo", n, s, cached_only=large_cached_only)}
+            phases = {"evo": measure_phase(info, cfg, st, "evo", n, s, cached_only=large_cached_only, sample=True)}
             if phases["evo"] is None:
                 skipped.append({"variant": name, "n": n, "predicted_mb": round(guess), "why": "not measured yet"})
                 continue
-            phases["structure"] = measure_phase(info, cfg, st, "structure", n, s, cached_only=large_cached_only)
+            phases["structure"] = measure_phase(info, cfg, st, "structure", n, s, cached_only=large_cached_only,
+                                                sample=True)
             if n == min(max(large), st.get("measure_to", MAX_SEARCH)) and \
                     weights_mb + phases["evo"]["peak_mb"] <= budget_mb:
-                phases["extra"] = measure_phase(info, cfg, st, "extra", n, s_extra, cached_only=large_cached_only)
+                phases["extra"] = measure_phase(info, cfg, st, "extra", n, s_extra, cached_only=large_cached_only,
+                                                sample=True)
             phases = {p: r for p, r in phases.items() if r is not None}
             measured.append({"n": n, "phases": {p: r["peak_mb"] for p, r in phases.items()},
-                             "block_cpu_s": phases["evo"]["cpu_seconds"]})
+                             "block_cpu_s": phases["evo"]["cpu_seconds"],
+                             "compute": {p: r.get("compute", "full") for p, r in phases.items()},
+                             "time": phases["evo"].get("time", "measured")})
+            # the next long point is predicted from every point so far, the long ones included
+            mem_c = fit_curve([p["n"] for p in measured], [p["phases"]["evo"] for p in measured], k, "memory")
         ns = [p["n"] for p in measured]
         mem_c = fit_curve(ns, [max(p["phases"].values()) for p in measured], k, "memory")
         t_c = fit_curve(ns, [p["block_cpu_s"] for p in measured], None, "time")
@@ -174,7 +192,8 @@ def fit_variants(cfg: Mapping[str, Any], budget_mb: float, settings=SETTINGS, sm
             p["whole_mb"] = round(weights_mb + max(p["phases"].values()), 1)
             p["fits"] = p["whole_mb"] <= budget_mb
             curve.append({"variant": name, "n": p["n"], "peak_mb": p["whole_mb"], "phases": p["phases"],
-                          "seconds": round(p["block_cpu_s"] * blocks * iters, 2), "measured": True})
+                          "seconds": round(p["block_cpu_s"] * blocks * iters, 2), "measured": True,
+                          "time": p.get("time", "measured")})
         n_max = largest_within(predict, budget_mb, MAX_SEARCH)
         for n in sorted({int(x) for x in residues} | {n_max} - {0} - set(ns)):
             curve.append({"variant": name, "n": n, "peak_mb": round(predict(n), 1),
@@ -187,7 +206,10 @@ def fit_variants(cfg: Mapping[str, Any], budget_mb: float, settings=SETTINGS, sm
     return {"fits": fits, "curve": curve, "skipped": skipped, "parameters": params, "msa_rows": s,
             "extra_msa_rows": s_extra, "small_points": list(small), "large_points": list(large),
             "blocks": blocks, "iterations": iters,
-            "basis": "host peak of the ONNX path on this CPU (measured points; larger N extrapolated)"}
+            "basis": "host peak of the ONNX path on this CPU (measured points; larger N extrapolated)",
+            "long_points": f"memory measured with sampled compute (graph calls that cannot raise the peak return "
+                           f"zero-filled outputs; exact to {SAMPLE_MARGIN_MB} MB), block time projected from the "
+                           "calls run"}
 
 
 def fits_residues(f: Mapping, residues: int) -> tuple[bool, str]:
@@ -237,36 +259,47 @@ def fit_report(spec, profile, config: Mapping[str, Any], options: Mapping[str, A
             update({"what": what, "done": count["done"], "total": None})
         res = fit_variants(cfg, profile.budget_mb, settings, options.get("points"), large, options.get("msa_rows"),
                            options.get("extra_msa_rows"), residues, progress=tick)
-    head = ["variant", "chunk", "attn chunk", "storage"] + [f"measured MB @N={n}" for n in large] + \
-        ["longest measured N in budget", "max N (extrapolated)"]
+    # the setting's name says its chunk, attention chunk and storage (the notes spell them out):
+    # six columns stay readable at 80 columns
+    head = ["setting"] + [f"MB N={n}" for n in large] + ["measured N in budget", "max N extrapolated"]
     rows, results = [], []
     for name, f in res["fits"].items():
         by_n = {p["n"]: p for p in f["measured"]}
         cells = [f"{by_n[n]['whole_mb']:.0f}{'' if by_n[n]['fits'] else ' (over)'}" if n in by_n else "not run"
                  for n in large]
-        rows.append([name, f["chunk_size"] or "none", f["attn_chunk_size"] or "none", f["storage"], *cells,
-                     f["max_measured_fitting"] or "-", f["max_residues_extrapolated"]])
+        rows.append([name, *cells, f["max_measured_fitting"] or "-", f["max_residues_extrapolated"]])
         results.append({"variant": name, **{k: f[k] for k in ("chunk_size", "attn_chunk_size", "storage", "precision",
                                                                "weights_mb", "max_measured_fitting", "max_measured",
                                                                "max_residues_extrapolated")},
                         "measured": f["measured"], "basis": res["basis"]})
     try:
         choice = choose(res["fits"], max(residues))
+        verdict = (f"{max(residues)} residues in {profile.budget_mb:.0f} MB: {choice['variant']} "
+                   f"(chunk {choice['chunk_size']}, attention chunk {choice['attn_chunk_size']}, {choice['storage']} "
+                   f"storage; {choice['basis']})")
     except BudgetError as exc:
         choice = {"error": str(exc)}
+        verdict = f"{max(residues)} residues in {profile.budget_mb:.0f} MB: no setting ({exc})"
+    names = "; ".join(f"{name}: chunk {f['chunk_size'] or 'none'}, attention chunk {f['attn_chunk_size'] or 'none'}, "
+                      f"{f['storage']} storage" for name, f in res["fits"].items())
+    notes = [f"Settings: {names}.",
+             f"MB: whole-model host peak = weights of every block + the largest phase; N <= "
+             f"{max(res['small_points'])} measured in full, longer N {res['long_points']}.", verdict]
     return {
         "schema_version": SCHEMA_VERSION, "kind": "fit", "model": "openfold",
         "weights": {"kind": "seeded-random", "seed": 0, "note": "memory does not depend on weight values"},
         "config": dict(config), "covers": spec.covers, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "command": options.get("command", "xopt fit openfold"), "machine": describe(), "profile": profile.to_json(),
-        "settings": {"basis": res["basis"], "msa_rows": res["msa_rows"], "extra_msa_rows": res["extra_msa_rows"],
+        "settings": {"basis": res["basis"], "long_points": res["long_points"], "msa_rows": res["msa_rows"],
+                     "extra_msa_rows": res["extra_msa_rows"],
                      "small_points": res["small_points"], "large_points": res["large_points"],
                      "blocks": res["blocks"], "iterations": res["iterations"],
                      "memory_model": "weights (all blocks) + the largest phase (one Evoformer block, one extra-MSA "
                                      "block, structure module); small-N fit on 1, N, N^2, kN, kN^2"},
         "results": results,
         "extra": {"curve": res["curve"], "choice": choice, "parameters": res["parameters"], "fits": res["fits"],
-                  "skipped": res["skipped"], "fit": {"head": head, "rows": rows}},
+                  "skipped": res["skipped"], "fit": {"head": head, "rows": rows, "notes": notes},
+                  "how measured": {"markdown": "\n\n".join(notes)}},
     }
 
 

@@ -14,6 +14,20 @@ loads them, allocates what the phase holds at N residues, and runs it once:
 Blocks run one after another and hold nothing of each other, so the whole model's peak is the
 largest phase plus the weights of all blocks (a constant the caller adds from the parameter
 count). Peak = VmHWM after a reset minus the RSS before the phase's tensors existed.
+
+Long chains ("sample_margin_mb" in the request). At real width one Evoformer block costs about
+40 CPU minutes at N = 2,500 (a fit measures three phases for each setting at three lengths:
+hours), nearly all of it in graph calls that repeat the same shapes chunk after chunk. Memory does not need them all: with ONNX
+Runtime's arena off, a call's working set depends only on its input shapes, so its peak is the
+host memory held when it starts plus that working set. `Sampled` therefore runs a graph for
+real the first two times it sees a set of input shapes, and again whenever the process holds
+more than the margin beyond what it held at that shape's last real call; every other call
+returns new zero-filled outputs of the shapes the real call returned, written page by page as
+ONNX Runtime writes its outputs, and nothing is kept between calls (the host loop still copies,
+adds and stores every chunk, so every host array is written as in a full run). Checked against
+full runs (tests/models/openfold/test_export.py at tiny width; the README at real width). The peak is then exact to the margin; the time
+is projected (each shape's mean real-call time x its number of calls, plus the host work
+measured) and labelled so.
 """
 from __future__ import annotations
 
@@ -31,7 +45,7 @@ def graph_dir(config: dict, precision: str) -> Path:
     from xopt.cache import cache_root
 
     net = {k: v for k, v in sorted(config.items()) if k not in NET_KEYS_EXCLUDED}
-    key = hashlib.sha256(json.dumps({"net": net, "precision": precision, "v": 2}, sort_keys=True).encode()).hexdigest()
+    key = hashlib.sha256(json.dumps({"net": net, "precision": precision, "v": 3}, sort_keys=True).encode()).hexdigest()
     return cache_root() / "openfold-measure" / key[:16]
 
 
@@ -78,6 +92,51 @@ def _sessions(directory: Path, prefix: tuple, threads: int | None):
     opts = {"enable_cpu_mem_arena": False, "intra_op_num_threads": int(threads or 0)}
     return {p.name[:-5]: OrtSession(p, **opts) for p in sorted(directory.glob("*.onnx"))
             if p.name.startswith(prefix)}
+
+
+class Sampled:
+    """A session wrapper that computes only the calls that can raise the peak (see above)."""
+
+    def __init__(self, name: str, session, margin_mb: float, stats: dict):
+        self.name, self.session, self.margin, self.stats = name, session, float(margin_mb), stats
+
+    def run(self, feeds: dict) -> dict:
+        from xopt.runtime.memory import host_rss_mb
+
+        key = (self.name,) + tuple((k, tuple(v.shape), str(v.dtype)) for k, v in sorted(feeds.items()))
+        st = self.stats.setdefault(key, {"calls": 0, "real": 0, "seconds": 0.0, "rss": -1.0, "shapes": None})
+        st["calls"] += 1
+        rss = host_rss_mb()
+        if st["real"] < 2 or rss > st["rss"] + self.margin:
+            t0 = time.perf_counter()
+            out = self.session.run(feeds)
+            dt = time.perf_counter() - t0
+            # a shape's first call sets up kernels: its later calls are what repeats
+            st["first"] = st.get("first", dt)
+            st["seconds"] += dt
+            st["real"] += 1
+            st["rss"] = max(st["rss"], rss)
+            st["shapes"] = {k: (v.shape, v.dtype) for k, v in out.items()}
+            return out
+        import numpy as np
+
+        out = {}
+        for k, (shape, dtype) in st["shapes"].items():
+            out[k] = np.empty(shape, dtype)
+            out[k].fill(0)  # zero updates: values stay as they were, every page is written
+        return out
+
+
+def _projected_seconds(stats: dict, wall: float) -> tuple[float, int, int]:
+    """(projected seconds of a full run, calls, real calls)."""
+    real_s = sum(st["seconds"] for st in stats.values())
+    full_s = 0.0
+    for st in stats.values():
+        if st["real"] > 1:
+            full_s += st["first"] + (st["seconds"] - st["first"]) / (st["real"] - 1) * (st["calls"] - 1)
+        elif st["real"]:
+            full_s += st["seconds"] * st["calls"]
+    return wall - real_s + full_s, sum(st["calls"] for st in stats.values()), sum(st["real"] for st in stats.values())
 
 
 def _random(shape, dtype, rng):
@@ -134,9 +193,12 @@ def point(req: dict) -> dict:
         raise ValueError(f"unknown phase {phase!r}")
     prefix = (f"{phase}.",) if phase != "structure" else ("sm_", "ipa_rows", "ptm_rows")
     sessions = _sessions(Path(req["graph_dir"]), prefix, req.get("threads"))
-    run, make = _phase(phase, info, sessions, req["settings"], int(req["n"]), int(req.get("s", 1)))
     run_small, make_small = _phase(phase, info, sessions, req["settings"], 8, 2)
     run_small(make_small())  # warm-up: thread pools and kernels initialise once per process
+    margin, stats = req.get("sample_margin_mb"), {}
+    if margin is not None:
+        sessions = {k: Sampled(k, v, margin, stats) for k, v in sessions.items()}
+    run, make = _phase(phase, info, sessions, req["settings"], int(req["n"]), int(req.get("s", 1)))
     base = host_rss_mb()
     args = make()
     inputs_mb = host_rss_mb() - base
@@ -147,7 +209,14 @@ def point(req: dict) -> dict:
     peak = host_peak_mb() - base
     import sys
 
-    return {"peak_mb": round(peak, 1), "inputs_mb": round(inputs_mb, 1), "seconds": round(seconds, 2),
-            "cpu_seconds": round(cpu_seconds, 2), "phase": phase, "n": int(req["n"]), "s": int(req.get("s", 1)),
-            "settings": req["settings"], "kind": "host-vmhwm", "device": "cpu", "threads": req.get("threads"),
-            "torch_loaded": "torch" in sys.modules}
+    out = {"peak_mb": round(peak, 1), "inputs_mb": round(inputs_mb, 1), "seconds": round(seconds, 2),
+           "cpu_seconds": round(cpu_seconds, 2), "phase": phase, "n": int(req["n"]), "s": int(req.get("s", 1)),
+           "settings": req["settings"], "kind": "host-vmhwm", "device": "cpu", "threads": req.get("threads"),
+           "torch_loaded": "torch" in sys.modules, "compute": "full"}
+    if margin is not None:
+        projected, calls, real = _projected_seconds(stats, seconds)
+        # CPU time scales with wall time for the same work on the same threads
+        out.update({"compute": f"sampled: {real} of {calls} graph calls run, peak exact to {margin:g} MB",
+                    "measured_seconds": out["seconds"], "seconds": round(projected, 1),
+                    "cpu_seconds": round(projected * cpu_seconds / max(seconds, 1e-9), 1), "time": "projected"})
+    return out

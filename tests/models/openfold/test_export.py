@@ -336,3 +336,24 @@ def test_chunk_auto_reuses_a_fit_report(tmp_path, monkeypatch):
     out = of.SPEC.fit.chunk("auto", profile, "tiny", {"fit_report": str(tmp_path / "report.json")})
     assert (out["chunk_size"], out["attn_chunk_size"], out["storage"]) == (64, 4, "fp16")
     assert out["chunk_choice"]["basis"] == f"measured at N={want}: 7000 MB"
+
+
+@pytest.mark.openfold
+def test_sampled_long_point_measures_the_full_runs_peak(tmp_path, monkeypatch):
+    """A long point runs only the graph calls that can raise the peak; its peak must be the full
+    run's (tiny widths, N=320, each in a fresh process; margin 0.25 MB)."""
+    from xopt.fitting import measure_in_fresh_process
+
+    monkeypatch.setenv("XOPT_CACHE_DIR", str(tmp_path))
+    info = measure_in_fresh_process("xopt.models.openfold.hostmeasure:export", {
+        "config": of.SPEC.config("tiny"), "settings": {"precision": "fp32"}}, timeout=900, what="export", fix="-")
+    req = {"graph_dir": info["dir"], "phase": "evo", "n": 320, "s": 32, "threads": 1,
+           "settings": {"chunk_size": 16, "attn_chunk_size": 4, "storage": "fp16", "precision": "fp32"}}
+    full = measure_in_fresh_process("xopt.models.openfold.hostmeasure:point", req, timeout=900, what="full", fix="-")
+    part = measure_in_fresh_process("xopt.models.openfold.hostmeasure:point", {**req, "sample_margin_mb": 0.25},
+                                    timeout=900, what="sampled", fix="-")
+    assert full["compute"] == "full" and part["compute"].startswith("sampled") and part["time"] == "projected"
+    real, calls = (int(x) for x in part["compute"].split()[1:4:2])
+    assert real < calls / 4
+    assert abs(part["peak_mb"] - full["peak_mb"]) <= max(1.0, 0.05 * full["peak_mb"]), (part, full)
+    assert full["peak_mb"] > 8  # big enough for the comparison to mean something
