@@ -88,3 +88,16 @@ def log_summary(log: Path) -> str | None:
     if not body:
         return None
     return f"{len(body)} lines of third-party warnings and logging kept in {log}"
+
+
+@contextlib.contextmanager
+def quiet_export(model: str) -> Iterator[Path]:
+    """An export's third-party output into xopt's export log of `model` (this run's only, in
+    xopt's cache: artifact directories hold artifacts), whichever command exports."""
+    from xopt.cache import cache_root
+
+    log = cache_root() / "logs" / f"export-{model}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.write_text("", encoding="utf-8")
+    with quiet_third_party(log):
+        yield log

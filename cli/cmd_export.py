@@ -93,13 +93,9 @@ def run(args) -> int:
         from xopt.export.tf import tf_source
 
         source = tf_source(args.from_tf, spec, layout=args.tf_layout)
-    from xopt.analysis.quiet import log_summary, quiet_third_party
-    from xopt.cache import cache_root
+    from xopt.analysis.quiet import log_summary, quiet_export
 
-    log = cache_root() / "logs" / f"export-{spec.name}.log"
-    log.parent.mkdir(parents=True, exist_ok=True)
-    log.write_text("", encoding="utf-8")  # this run's chatter only
-    with quiet_third_party(log):
+    with quiet_export(spec.name) as log:
         manifest = export_model(spec.name, variants, out_dir=args.out, checkpoint=args.checkpoint,
                                 config=args.config, config_overrides=overrides or None, profile=profile,
                                 force=args.force, pass_options=pass_options(args), seed=args.seed,

@@ -54,10 +54,10 @@ def run(args) -> int:
     # a file passed as --artifacts, or a variant the model does not have, gets its own message below
     missing = not art.exists() or (art.is_dir() and not (art / MANIFEST_NAME).is_file())
     if missing or (art.is_dir() and args.variant in spec.variants and not load_manifest(art).has(args.variant)):
-        from xopt.analysis.profiler import ensure_variants
+        from xopt.cli.common import export_missing
 
         spec.variant(args.variant)
-        ensure_variants(spec.name, [args.variant], art, None)
+        export_missing(spec, args.variant, art)
     pipe = load_pipeline(art, backend=args.backend, variant=args.variant)
     try:
         written = pipe.process_file(src, Path(args.output), force=args.force,

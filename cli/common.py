@@ -26,3 +26,16 @@ def table(title, head, rows):
     for r in rows:
         t.add_row(*[escape(str(c)) for c in r])
     return t
+
+
+def export_missing(spec, variant: str, artifacts) -> None:
+    """Export `variant` into `artifacts` when it is missing (xopt run on a fresh checkout), the
+    exporters' own output kept in the export log as `xopt export` keeps it."""
+    from xopt.analysis.profiler import ensure_variants
+    from xopt.analysis.quiet import log_summary, quiet_export
+
+    with quiet_export(spec.name) as log:
+        ensure_variants(spec.name, [variant], artifacts, None)
+    note = log_summary(log)
+    if note:  # stderr: stdout lists the files written
+        print(f"xopt: {note}", file=sys.stderr)

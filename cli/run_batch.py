@@ -20,9 +20,9 @@ def run_many(args, spec, art: Path) -> int:
     if art.is_file():
         raise UserError(f"--artifacts {art} is a file", "pass the directory xopt export wrote")
     if not (art / MANIFEST_NAME).is_file() or not load_manifest(art).has(args.variant):
-        from xopt.analysis.profiler import ensure_variants  # like a single file: build what is missing
+        from xopt.cli.common import export_missing  # like a single file: build what is missing
 
-        ensure_variants(spec.name, [args.variant], art, None)
+        export_missing(spec, args.variant, art)
     if args.ray:
         from xopt.runtime import ray_env
 
