@@ -107,7 +107,7 @@ def _label_free_checks(spec, raw, output, manifest, out: list | None) -> None:
     hooks = getattr(spec, "evaluation", None)
     if out is None or hooks is None or getattr(hooks, "checks", None) is None:
         return
-    out.extend(hooks.checks(raw, output, {"weights": manifest.weights, "source": "profile"}))
+    out.extend(hooks.checks(raw, output, {"weights": manifest.weights, "origin": "profile"}))
 
 
 def _e2e(spec, session, manifest, variant, targets, frames: int, seed: int, progress=None,

@@ -113,8 +113,14 @@ def run(args) -> int:
     refuse_existing(out, args.force, ("xopt.log",))  # after validation: a bad flag gets its own message
     import tempfile
 
-    with tempfile.TemporaryDirectory(prefix="xopt-log-") as tmp:
-        log = Path(tmp) / "xopt.log"
+    from xopt.cache import cache_root
+
+    # in xopt's cache, not a temporary directory: a failed run's error names this file, which
+    # must outlive the command; a report gets a copy beside it
+    log = cache_root() / "logs" / f"profile-{Path(args.model).name}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.write_text("", encoding="utf-8")
+    with tempfile.TemporaryDirectory(prefix="xopt-profile-") as tmp:
         with quiet_third_party(log):
             report = profile_model(args.model, variants, artifacts=args.artifacts, backend=args.backend,
                                    frames=args.frames, profile_name=args.profile, seed=args.seed, e2e=not args.no_e2e,

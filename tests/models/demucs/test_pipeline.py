@@ -240,3 +240,23 @@ def test_synthetic_music_keeps_its_stems():
     freqs = np.fft.rfftfreq(88200, 1 / 44100)
     centroid = {k: float((s * freqs).sum() / s.sum()) for k, s in spectrum.items()}
     assert centroid["bass"] < centroid["vocals"] < centroid["drums"]  # bass low, hats/snare high
+
+
+def test_profile_end_to_end_runs_the_label_free_checks(tmp_path):
+    """`xopt profile demucs` with end-to-end timing (the default) on the tiny config: the
+    pipeline's output goes through Demucs' label-free checks and the report lists them."""
+    pytest.importorskip("demucs")
+    import json
+
+    from hardening._support import cli
+
+    from xopt.export.pipeline import export_model
+
+    export_model("demucs", ["fp32"], out_dir=tmp_path / "art", config="tiny")
+    r = cli("profile", "demucs", "--variants", "fp32", "--artifacts", tmp_path / "art", "--out", tmp_path / "rep",
+            "--frames", "1")
+    assert r.rc == 0, r.err
+    (res,) = json.loads((tmp_path / "rep" / "report.json").read_text())["results"]
+    assert res["latency_e2e_ms"]["p50"] > 0
+    checks = {c["name"]: c for c in res["label_free_checks"]}
+    assert "mixture consistency" in checks and "input sample rate" not in checks  # no file: no source facts
