@@ -46,6 +46,9 @@ def cli_process(*args, setup: str = "", cwd=None, timeout: float = 300, popen: b
     """`xopt ARGS` in a child process, after `setup` (Python) ran there: for signals, resource
     limits and true concurrency. `popen` returns the running Popen instead of waiting."""
     code = "\n".join([
+        # Ctrl-C as at a terminal: a suite started in the background of a non-interactive shell
+        # inherits SIGINT ignored, and Python then keeps ignoring it
+        "import signal; signal.signal(signal.SIGINT, signal.default_int_handler)",
         "import sys",
         "import xopt.cli  # the installed package, before tests/ joins sys.path",
         f"sys.path.append({TESTS!r})",
