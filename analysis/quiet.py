@@ -90,14 +90,20 @@ def log_summary(log: Path) -> str | None:
     return f"{len(body)} lines of third-party warnings and logging kept in {log}"
 
 
-@contextlib.contextmanager
-def quiet_export(model: str) -> Iterator[Path]:
-    """An export's third-party output into xopt's export log of `model` (this run's only, in
-    xopt's cache: artifact directories hold artifacts), whichever command exports."""
+def fresh_log(name: str) -> Path:
+    """An empty log in xopt's cache (this run's output only): it outlives the command, so an
+    error can name it, and artifact directories hold artifacts only."""
     from xopt.cache import cache_root
 
-    log = cache_root() / "logs" / f"export-{model}.log"
+    log = cache_root() / "logs" / f"{name}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     log.write_text("", encoding="utf-8")
+    return log
+
+
+@contextlib.contextmanager
+def quiet_export(model: str) -> Iterator[Path]:
+    """An export's third-party output into the export log of `model`, whichever command exports."""
+    log = fresh_log(f"export-{model}")
     with quiet_third_party(log):
         yield log

@@ -113,13 +113,9 @@ def run(args) -> int:
     refuse_existing(out, args.force, ("xopt.log",))  # after validation: a bad flag gets its own message
     import tempfile
 
-    from xopt.cache import cache_root
+    from xopt.analysis.quiet import fresh_log
 
-    # in xopt's cache, not a temporary directory: a failed run's error names this file, which
-    # must outlive the command; a report gets a copy beside it
-    log = cache_root() / "logs" / f"profile-{Path(args.model).name}.log"
-    log.parent.mkdir(parents=True, exist_ok=True)
-    log.write_text("", encoding="utf-8")
+    log = fresh_log(f"profile-{Path(args.model).name}")  # a failure's error names it; a report gets a copy
     with tempfile.TemporaryDirectory(prefix="xopt-profile-") as tmp:
         with quiet_third_party(log):
             report = profile_model(args.model, variants, artifacts=args.artifacts, backend=args.backend,

@@ -10,9 +10,9 @@ Small N are measured for every setting and fitted (non-negative least squares on
 kN, kN^2 with k = min(attention chunk, N); k = N unchunked, the triangle attention's N^3);
 the profile's `fit_points` (e.g. 1024, 2048, 2500) are then measured for every setting whose
 fitted peak fits this host's free memory, with sampled compute (hostmeasure.Sampled: only the
-graph calls that can raise the peak run; memory exact to SAMPLE_MARGIN_MB, time projected),
-since a full real-width block takes hours on a CPU at N = 2,500. The report keeps measured points and extrapolated
-limits apart and labels each. On a CPU host the figures are host peaks: the host loop keeps
+graph calls that can raise the peak run; memory exact to SAMPLE_MARGIN_MB, time projected):
+a real-width block costs ~40 CPU minutes at N = 2,500, so a fit's long points would take hours
+in full. The report keeps measured points and extrapolated limits apart and labels each. On a CPU host the figures are host peaks: the host loop keeps
 m and z in host memory, so a GPU execution provider's device memory per call (a chunk's
 working set) stays below them.
 
