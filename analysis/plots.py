@@ -163,23 +163,33 @@ def layer_drift(report: dict) -> list:
     """Mixed precision: the groups whose return to FP32 improves the drift most, and drift
     against speed as groups fall back (extra.layer_drift, extra.drift_vs_speed)."""
     go, extra, figs = _go(), report.get("extra") or {}, []
-    layers = [x for x in extra.get("layer_drift") or [] if isinstance(x, dict) and _num(x.get("drift")) is not None]
+    layers = [x for x in extra.get("layer_drift") or [] if isinstance(x, dict)
+              and _num(x.get("improvement", x.get("drift"))) is not None]
     if layers:
         top = layers[:15]
-        fig = go.Figure(go.Bar(x=[x["drift"] for x in top], y=[escape(str(x.get("group"))) for x in top],
+        gain = all("improvement" in x for x in top)
+        fig = go.Figure(go.Bar(x=[x["improvement"] if gain else x["drift"] for x in top],
+                               y=[escape(f"{x.get('variant', '')} {x.get('group')}".strip()) for x in top],
                                orientation="h", marker={"color": COLORS[3]},
                                hovertext=[escape(", ".join(map(str, x.get("nodes", [])[:8]))) for x in top]))
-        fig.update_xaxes(title_text="domain drift with this group alone in low precision — lower is better")
+        fig.update_xaxes(title_text="improvement of the domain drift when this group alone returns to FP32 — "
+                         "larger: a worse layer in low precision" if gain else
+                         "domain drift with this group alone in low precision — lower is better")
         fig.update_yaxes(autorange="reversed", automargin=True)
         figs.append(_layout(fig, "Per-layer drift (worst first)", 150 + 28 * len(top)))
     curve = [x for x in extra.get("drift_vs_speed") or [] if isinstance(x, dict)
              and _num(x.get("speedup")) is not None and _num(x.get("drift")) is not None]
     if curve:
-        fig = go.Figure(go.Scatter(x=[x["speedup"] for x in curve], y=[x["drift"] for x in curve],
-                                   mode="lines+markers+text", text=[escape(str(x.get("label", ""))) for x in curve],
-                                   textposition="top right"))
+        fig = go.Figure()
+        for i, v in enumerate(dict.fromkeys(x.get("variant", "") for x in curve)):
+            pts = [x for x in curve if x.get("variant", "") == v]
+            fig.add_trace(go.Scatter(x=[x["speedup"] for x in pts], y=[x["drift"] for x in pts], name=escape(v or "variant"),
+                                     mode="lines+markers+text", text=[escape(str(x.get("label", ""))) for x in pts],
+                                     textposition="top right", line={"color": COLORS[i % len(COLORS)]}))
         fig.update_xaxes(title_text="speed-up vs FP32 (×) — higher is better →")
-        fig.update_yaxes(title_text="domain drift — lower is better")
+        gate = extra.get("gate") or {}
+        fig.update_yaxes(title_text=f"{gate.get('key', 'domain drift')} vs FP32 — "
+                         f"{'higher' if gate.get('higher_is_better') else 'lower'} is closer")
         figs.append(_layout(fig, "Drift against speed as groups fall back to FP32", 380))
     return figs
 

@@ -320,6 +320,12 @@ def profile_model(name: str, variants: Sequence[str], artifacts: str | Path | No
             except ChildOutOfMemory as exc:
                 results.append(_does_not_fit(spec, manifest, v, backend, profile, targets, exc.why, fits_for(v)))
     inputs_text = (spec.describe_inputs(targets, ref["inputs"]) if spec.describe_inputs and ref else None)
+    from xopt.analysis.mixed_report import sections
+
+    mixed, per_variant = sections(manifest, variants)
+    for r in results:
+        if r.get("variant") in per_variant:
+            r["layer_drift"] = per_variant[r["variant"]]
     return {
         "schema_version": SCHEMA_VERSION, "kind": "profile", "model": name, "weights": manifest.weights,
         "config": manifest.config, "covers": manifest.covers,
@@ -335,7 +341,7 @@ def profile_model(name: str, variants: Sequence[str], artifacts: str | Path | No
                      "log": str(log_path)},
         "results": results, "extra": {"drift_keys": list(spec.drift_keys), "gate": _gate_json(spec),
                                       "higher_is_better": list(spec.higher_is_better),
-                                      "drift_units": dict(spec.drift_units)},
+                                      "drift_units": dict(spec.drift_units), **mixed},
     }
 
 

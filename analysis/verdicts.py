@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any, Mapping
 
+from xopt.gate import bounds as gate_bounds, loosest, within
 from xopt.spec import DriftGate
 
 NOT_MEASURED = "not measured here"
@@ -31,22 +32,12 @@ def drift_verdict(spec, drift: Mapping[str, Any], floor: Mapping[str, Any]) -> d
     if value is None or not math.isfinite(float(value)):
         return {**out, "passed": False, "text": f"no finite {gate.key}"}
     value = float(value)
-    bounds = []
-    if gate.noise_multiple and noise is not None and math.isfinite(float(noise)):
-        noise = float(noise)
-        if gate.db:
-            bounds.append(("noise", noise - 20 * math.log10(gate.noise_multiple) if gate.higher_is_better
-                           else noise + 20 * math.log10(gate.noise_multiple)))
-        else:
-            bounds.append(("noise", noise / gate.noise_multiple if gate.higher_is_better
-                           else noise * gate.noise_multiple))
-    if gate.limit is not None:
-        bounds.append(("limit", float(gate.limit)))
-    if not bounds:
+    found = gate_bounds(gate, noise)
+    if not found:
         return {**out, "passed": True, "text": f"{gate.key} {value:.4g} (no noise floor or limit to judge it)"}
     # the loosest bound decides: within k x noise OR meeting the absolute limit
-    kind, bound = (min(bounds, key=lambda b: b[1]) if gate.higher_is_better else max(bounds, key=lambda b: b[1]))
-    ok = value >= bound if gate.higher_is_better else value <= bound
+    kind, bound = loosest(gate, found)
+    ok = within(gate, value, bound)
     ratio = None
     if noise and not gate.db and float(noise) > 0:
         ratio = value / float(noise) if not gate.higher_is_better else float(noise) / max(value, 1e-300)

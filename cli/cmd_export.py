@@ -28,6 +28,9 @@ def add_arguments(p, argv: list[str]) -> None:
     p.add_argument("--tf-layout", default="auto", choices=("auto", "NHWC", "NCHW"),
                    help="layout of the TensorFlow model's image input (auto: from its signature)")
     p.add_argument("--chunk", default=None, help="chunking for models that have it: auto or a size")
+    p.add_argument("--max-drop", type=float, default=None, metavar="X",
+                   help="gated variants (int8-gated, fp16-gated): the largest drop in the gate's drift term, in its "
+                        "own units (matte MAE, dB of SDR, Å), instead of 3x the noise floor")
     p.add_argument("--tolerance", action="append", default=[], metavar="VARIANT:KEY=VALUE",
                    help="override a parity bound, e.g. int8:mean_abs=0.05")
     from xopt.cli.flags import add_pass_options, model_in
@@ -95,10 +98,20 @@ def run(args) -> int:
         source = tf_source(args.from_tf, spec, layout=args.tf_layout)
     from xopt.analysis.quiet import log_summary, quiet_export
 
+    options = pass_options(args)
+    if args.max_drop is not None:
+        if not args.max_drop >= 0:
+            raise UserError(f"--max-drop must be a number >= 0, got {args.max_drop}", "e.g. --max-drop 0.01")
+        gated = {p for v in variants for p, _ in spec.variant(v).passes if p.endswith("-gated")}
+        if not gated:
+            raise UserError("--max-drop applies to gated variants, and none of the requested ones is gated",
+                            "drop --max-drop, or add a gated variant (e.g. --int8)")
+        for p in gated:
+            options.setdefault(p, {})["max_drop"] = args.max_drop
     with quiet_export(spec.name) as log:
         manifest = export_model(spec.name, variants, out_dir=args.out, checkpoint=args.checkpoint,
                                 config=args.config, config_overrides=overrides or None, profile=profile,
-                                force=args.force, pass_options=pass_options(args), seed=args.seed,
+                                force=args.force, pass_options=options, seed=args.seed,
                                 tolerances=tolerances, source=source)
         if args.engine:
             from xopt.export.engines import add_engines
@@ -114,4 +127,33 @@ def run(args) -> int:
             for v in manifest.variants]
     console().print(table(f"{spec.name} → {manifest.directory} (weights: {manifest.weights.get('kind')})",
                             ["variant", "precision", "file", "MB", "parity max abs", "parity", "engines"], rows))
+    for line in gate_lines(manifest.variants):
+        console().print(line, markup=False)
+    choice = (manifest.config or {}).get("chunk_choice")
+    if choice:
+        console().print(f"chunking: {choice}", markup=False)
     return 0
+
+
+def gate_lines(entries) -> list[str]:
+    """What each gated pass kept in higher precision, and the gate's result."""
+    out = []
+    for v in entries:
+        for p in v.get("passes", []):
+            facts = p.get("facts") or {}
+            gate = facts.get("gate")
+            if not gate:
+                continue
+            speed = facts.get("drift_vs_speed") or []
+            chosen = next((c for c in speed if c.get("fp32_groups") == len(facts.get("fp32_groups", []))), {})
+            tail = f"; {chosen['speedup']:.2f}x FP32 (gate inputs, timed in the export)" if chosen.get("speedup") else ""
+            cal = facts.get("calibration")
+            cal_text = f"; calibration {cal['method']}, per-channel {cal['per_channel']}" if cal else ""
+            out.append(f"{v['name']}: gate passed: {gate['text']}{tail}{cal_text}")
+            kept = facts.get("fp32_groups") or []
+            if kept:
+                out.append(f"  kept in FP32 ({len(kept)} of {facts.get('groups')} groups): "
+                           + "; ".join(f"{k['group']} ({k['why']})" if k.get("why") else k["group"] for k in kept))
+            else:
+                out.append(f"  kept in FP32: none of {facts.get('groups')} groups")
+    return out

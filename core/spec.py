@@ -122,6 +122,7 @@ class Variant:
     description: str = ""
     ort_options: Mapping[str, Any] = field(default_factory=dict)  # session options the artifact needs
     export_config: Mapping[str, Any] | None = None  # a variant that needs its own graph (e.g. other chunking)
+    with_graphs: bool = True  # False: the main graph alone, without the spec's extra graphs
 
 
 @dataclass(frozen=True)
@@ -235,6 +236,11 @@ class DriftGate:
     limit: float | None = None
     unit: str = ""
     db: bool = False  # the term is in dB: multiples of the noise become dB offsets
+    # what a drop means for --max-drop (xopt.gate.drop): a higher-is-better term's value when
+    # identical to FP32 (IoU, lDDT: 1), and for dB terms the FP32 model's own quality, on which
+    # a parity in dB is turned into an estimated loss (HTDemucs: ~9 dB SDR on MUSDB)
+    perfect: float | None = None
+    nominal: float | None = None
 
 
 @dataclass(frozen=True)
@@ -251,7 +257,8 @@ class ShapeFlag:
 
 #: ModelSpec fields that hold hooks ("module:attr" strings are wrapped in a lazy Hook)
 _HOOKS = ("build", "example_inputs", "validation_inputs", "calibration_inputs", "drift", "perturb",
-          "profile_inputs", "budget_checks", "shrink", "describe_inputs", "graphs", "assemble", "previews")
+          "profile_inputs", "budget_checks", "shrink", "describe_inputs", "graphs", "assemble", "previews",
+          "precision_group")
 
 
 @dataclass
@@ -304,6 +311,10 @@ class ModelSpec:
     # model's own outputs, FP32 beside the variant, as files a report shows (a matte, stems, a structure)
     previews: HookRef | None = None
     drift_units: Mapping[str, str] = field(default_factory=dict)  # drift term -> unit, for report axes
+    # precision_group(onnx NodeProto) -> readable unit ("backbone stage 2", "Evoformer block 3") or
+    # None (the default: the node's weight module path): what the mixed-precision search keeps in
+    # higher precision as one piece, and what its report names
+    precision_group: HookRef | None = None
 
     def __post_init__(self):
         for name in _HOOKS:

@@ -171,7 +171,7 @@ class _Exporter:
             entry["export_config"] = dict(variant.export_config)
         if built.settings:
             entry["settings"] = built.settings  # resolved knobs, e.g. chunk sizes, for the reader
-        if spec.graphs is not None:
+        if spec.graphs is not None and variant.with_graphs:
             entry["graphs"] = self.make_graphs(variant, built, staged, entry, tol, backend)
         return staged, entry
 

@@ -25,6 +25,9 @@ _FP16 = ("fp16", {"op_block_list": ["Resize", "InstanceNormalization"], "keep_io
 # (over the 0.1 bound), 0.071 with 7-bit ones
 _INT8 = {"per_channel": True, "activation_type": "uint8", "weight_type": "int8", "calibrate_method": "minmax",
          "reduce_range": True}
+# The gate measures at the device profile's size (512x512 by default, as `xopt profile` does);
+# ranges come from CALIBRATION_SIZE inputs, streamed (calibration.py)
+_INT8_GATED = {"op_types": ["Conv"], "reduce_range": True, "calib_samples": 8, "gate_samples": 2}
 
 # Parity bounds on the matte (values in [0, 1]) against PyTorch FP32. Measured on the
 # seeded-random weights at the validation shapes (ORT CPU): FP32 max_abs 1.7e-5; FP16
@@ -38,8 +41,11 @@ VARIANTS = {
                     description="FP32 after onnxslim (same numbers as the baseline up to float reordering)"),
     "fp16": Variant("fp16", "fp16", passes=(_SLIM, _FP16), tolerance=Tolerance(max_abs=0.15, mean_abs=0.01),
                     description="FP16 weights/activations; Resize and InstanceNorm kept FP32; FP32 I/O"),
-    "int8": Variant("int8", "int8", passes=(_SLIM, ("int8", dict(_INT8))), tolerance=Tolerance(mean_abs=0.1),
-                    description="static INT8 QDQ, per-channel S8 weights, U8 activations, MinMax calibration"),
+    "int8": Variant("int8", "int8", passes=(_SLIM, ("int8-gated", dict(_INT8_GATED))), tolerance=Tolerance(mean_abs=0.1),
+                    description="static INT8 QDQ behind the matte-MAE gate: the backbone stages and branch blocks "
+                                "whose INT8 error moves the matte most stay FP32; calibration method chosen by the gate"),
+    "int8-all": Variant("int8-all", "int8", passes=(_SLIM, ("int8", dict(_INT8))), tolerance=Tolerance(mean_abs=0.1),
+                        description="static INT8 QDQ everywhere, per-channel S8 weights, U8 activations, MinMax"),
     "int8-backbone": Variant("int8-backbone", "int8", passes=(_SLIM, ("int8", {**_INT8, "scope": "backbone"})),
                              tolerance=Tolerance(mean_abs=0.1),
                              description="INT8 QDQ in the MobileNetV2 backbone only; branches stay FP32"),
@@ -137,6 +143,7 @@ SPEC = register(ModelSpec(
     # TensorRT takes only symmetric Q/DQ and no INT32 bias: `--engine --int8` builds int8-trt
     engine=EngineHooks(shapes=engine_shapes, int8_variant="int8-trt"),
     shrink=shrink,
+    precision_group="xopt.models.modnet.precision:group",
     # xopt eval: matting benchmarks' errors and mask IoU; label-free coverage and video flicker checks
     evaluation=EvalHooks(
         dataset="xopt.models.modnet.eval_data:read_dataset", predict="xopt.models.modnet.evaluate:predict",

@@ -169,6 +169,12 @@ VARIANTS = {
                                 "triangle reduction); needs BF16 kernels (CUDA/TensorRT EP, not ORT CPU)"),
     "fp16": Variant("fp16", "fp16", tolerance=_FP16_TOL, export_config={"precision": "fp16"}, ort_options=_ORT,
                     description="FP16 stacks with OpenFold's low_prec (inf 1e4, eps 1e-4) and FP32 islands"),
+    # the gated FP16 trunk: the main graph alone (its units are the Evoformer blocks), judged by
+    # Cα RMSD after folding both trunks with the same structure module
+    "fp16-gated": Variant("fp16-gated", "fp16", passes=(("fp16-gated", {"gate_samples": 1}),), tolerance=_FP16_TOL,
+                          ort_options=_ORT, with_graphs=False,
+                          description="FP16 Evoformer trunk (main graph only) whose blocks that move Cα RMSD past "
+                                      "the gate stay FP32"),
     "fp32-chunk": Variant("fp32-chunk", "fp32", tolerance=Tolerance(max_abs=1e-3), ort_options=_ORT,
                           export_config={"precision": "fp32", "chunked": True}, description=f"FP32, {_CHUNKED}"),
     "fp16-chunk": Variant("fp16-chunk", "fp16", tolerance=_FP16_TOL, ort_options=_ORT,
@@ -203,6 +209,7 @@ SPEC = register(ModelSpec(
     covers="evoformer trunk; with its graphs the whole model (embedders, extra-MSA and Evoformer ops, structure "
            "module, heads; recycling on the host)",
     graphs="xopt.models.openfold.graphs:graphs",
+    precision_group="xopt.models.openfold.precision:group",
     assemble="xopt.models.openfold.session:assemble",
     drift_keys=("ca_rmsd", "lddt_ca", "gdt_ts", "plddt_mean_abs_diff", "pair_rel_err"),
     higher_is_better=("lddt_ca", "gdt_ts"),

@@ -1,0 +1,253 @@
+"""Find the smallest set of layer groups to keep in higher precision so a low-precision
+variant meets the model's drift gate, measured in the model's own terms.
+
+1. Localise: the all-low-precision graph's domain drift, then each group alone returned to
+   FP32 — the groups are ranked by how much that improves the domain term (matte MAE, worst
+   stem SDR, Cα RMSD), with the tensor error (SQNR) at each group's last output beside it.
+2. Search: keep the k highest-ranked groups in FP32, bisecting on k for the smallest k that
+   passes (more FP32 is assumed never to hurt; the chosen k is the one measured to pass).
+Every evaluated build is also timed, so the report can plot drift against speed.
+"""
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from xopt.errors import UserError
+from xopt.gate import Judge, drop
+from xopt.stats import mean_terms
+
+Make = Callable[[list[str]], Path]  # nodes kept in FP32 -> a built candidate
+
+
+def _sqnr(ref: np.ndarray, test: np.ndarray) -> float:
+    err = float(np.sum((ref.astype(np.float64) - test) ** 2))
+    sig = float(np.sum(ref.astype(np.float64) ** 2))
+    return float("inf") if err == 0 else 10 * math.log10(max(sig, 1e-300) / err)
+
+
+class Evaluator:
+    """Domain drift of candidates against the FP32 graph on the gate's feeds, and their speed."""
+
+    def __init__(self, spec, src: Path, feeds: list[dict], ort_options: dict | None = None, speed_runs: int = 3,
+                 seed: int = 0):
+        from xopt.runtime.backends.ort import OrtSession
+
+        self.spec, self.feeds, self.ort = spec, feeds, dict(ort_options or {})
+        self.key, self.speed_runs = spec.gate.key, speed_runs
+        with OrtSession(src, **self.ort) as sess:
+            self.refs = [sess.run(f) for f in feeds]
+            rng = np.random.default_rng(seed + 1)  # the profiler's noise floor: same perturbation, same seed
+            noisy = [spec.perturb(f, rng) for f in feeds]
+            self.noise = self._value(self.refs, [sess.run(f) for f in noisy], noisy)
+            self.fp32_ms = self._time(sess)
+        self.count = 0
+
+    def _value(self, refs, outs, feeds) -> float:
+        terms = mean_terms([self.spec.drift(r, o, f) for r, o, f in zip(refs, outs, feeds)])
+        value = terms.get(self.key)
+        return float(value) if value is not None else float("nan")
+
+    def _time(self, sess) -> float | None:
+        if not self.speed_runs:
+            return None
+        sess.run(self.feeds[0])
+        times = []
+        for _ in range(self.speed_runs):
+            t = time.perf_counter()
+            sess.run(self.feeds[0])
+            times.append(time.perf_counter() - t)
+        return 1e3 * float(np.median(times))
+
+    def measure(self, path: Path) -> dict:
+        """{"value", "ms", "speedup"} of one candidate."""
+        from xopt.runtime.backends.ort import OrtSession
+
+        self.count += 1
+        with OrtSession(path, **self.ort) as sess:
+            outs = [sess.run(f) for f in self.feeds]
+            ms = self._time(sess)
+        out = {"value": self._value(self.refs, outs, self.feeds), "ms": ms,
+               "speedup": (self.fp32_ms / ms) if ms and self.fp32_ms else None}
+        return out
+
+
+def intermediate_sqnr(src: Path, variant: Path, tensors: list[str], feeds: list[dict], ort: dict) -> dict:
+    """SQNR (dB) of intermediate tensors of `variant` against the FP32 graph, both run with those
+    tensors exposed as outputs (what onnxruntime.quantization.qdq_loss_debug matches)."""
+    import tempfile
+
+    import onnx
+
+    from xopt.optimize.calibration import value_infos
+    from xopt.runtime.backends.ort import OrtSession
+
+    found: dict[str, list] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for tag, path in (("ref", src), ("test", variant)):
+            model = onnx.load(str(path))
+            infos = value_infos(model)
+            names = {o.name for o in model.graph.output}
+            have = [t for t in tensors if t in infos]
+            model.graph.output.extend([infos[t] for t in have if t not in names])
+            aug = Path(tmp) / f"{tag}.onnx"
+            onnx.save(model, str(aug))
+            del model
+            with OrtSession(aug, **ort) as sess:
+                sess.output_names = have
+                out = sess.run(feeds[0])
+            for t in have:
+                found.setdefault(t, []).append(np.asarray(out[t], np.float32))
+    return {t: round(_sqnr(*v), 2) for t, v in found.items() if len(v) == 2}
+
+
+def last_outputs(model, groups: dict[str, list[str]]) -> dict[str, str]:
+    """Each group's last node's first output (graph order): where its error leaves the group."""
+    by_name = {n.name: n for n in model.graph.node}
+    return {g: by_name[nodes[-1]].output[0] for g, nodes in groups.items() if nodes and nodes[-1] in by_name}
+
+
+class Search:
+    def __init__(self, make: Make, groups: dict[str, list[str]], evaluator: Evaluator, judge: Judge,
+                 max_fp32_groups: int | None = None, label: str = "INT8"):
+        self.make, self.groups, self.ev, self.judge, self.label = make, groups, evaluator, judge, label
+        self.cap = len(groups) - 1 if max_fp32_groups is None else min(max_fp32_groups, len(groups) - 1)
+        self.trail: list[dict] = []
+        self.layers: list[dict] = []
+
+    def _try(self, fp32_groups: list[str], record: bool = True) -> tuple[dict, Path]:
+        path = self.make([n for g in fp32_groups for n in self.groups[g]])
+        m = self.ev.measure(path)
+        if record:
+            self.trail.append({"fp32_groups": len(fp32_groups), "drift": m["value"], "speedup": m["speedup"],
+                               "ms": m["ms"], "passed": self.judge.ok(m["value"]),
+                               "label": "all " + self.label if not fp32_groups else f"{len(fp32_groups)} FP32"})
+        return m, path
+
+    def localise(self, src_model, all_low: dict, sqnr: dict) -> list[tuple[float, str]]:
+        gate = self.judge.gate
+        ranked = []
+        outputs = last_outputs(src_model, self.groups)
+        for g, nodes in self.groups.items():
+            m, path = self._try([g], record=False)
+            path.unlink(missing_ok=True)
+            gain = drop(gate, all_low["value"]) - drop(gate, m["value"])
+            ranked.append((gain, g))
+            self.layers.append({"group": g, "nodes": nodes, "drift": all_low["value"],
+                                "drift_if_fp32": m["value"], "improvement": gain,
+                                "speedup_if_fp32": m["speedup"], "output": outputs.get(g),
+                                "sqnr_db": sqnr.get(outputs.get(g, ""))})
+        ranked.sort(key=lambda x: (-x[0] if math.isfinite(x[0]) else -1e300, x[1]))
+        order = {g: i for i, (_, g) in enumerate(ranked)}
+        self.layers.sort(key=lambda r: order[r["group"]])
+        return ranked
+
+    def run(self, src_model, src_path: Path) -> tuple[Path, list[str], dict]:
+        all_low, path = self._try([])
+        tensors = list(last_outputs(src_model, self.groups).values())
+        sqnr = intermediate_sqnr(src_path, path, tensors, self.ev.feeds, self.ev.ort) if tensors else {}
+        if self.judge.ok(all_low["value"]):
+            for g, nodes in self.groups.items():  # nothing to fall back; still say where the error enters
+                self.layers.append({"group": g, "nodes": nodes, "drift": all_low["value"],
+                                    "output": last_outputs(src_model, {g: nodes}).get(g),
+                                    "sqnr_db": sqnr.get(last_outputs(src_model, {g: nodes}).get(g, ""))})
+            self.layers.sort(key=lambda r: r["sqnr_db"] if r["sqnr_db"] is not None else 1e9)
+            return path, [], self._facts(all_low, all_low, [], [])
+        path.unlink(missing_ok=True)
+        ranked = self.localise(src_model, all_low, sqnr)
+        lo, hi, found = 1, self.cap, None
+        best = (all_low, 0)
+        while lo <= hi:
+            k = (lo + hi) // 2
+            kept = [g for _, g in ranked[:k]]
+            m, p = self._try(kept)
+            if self.judge.better(m["value"], best[0]["value"]):
+                best = (m, k)
+            if self.judge.ok(m["value"]):
+                if found:
+                    found[1].unlink(missing_ok=True)
+                found, hi = (m, p, kept), k - 1
+            else:
+                p.unlink(missing_ok=True)
+                lo = k + 1
+        if found is None:
+            m, k = best
+            gate = self.judge.gate
+            speed = f" at {m['speedup']:.2f}x FP32's speed" if m.get("speedup") else ""
+            raise UserError(
+                f"no mix of precisions meets the gate {self.judge.describe()}: the best reached was "
+                f"{gate.key} {m['value']:.4g}{gate.unit} with {k} of {len(self.groups)} groups in FP32{speed} "
+                f"(all {self.label}: {all_low['value']:.4g}{gate.unit}; worst groups: "
+                f"{', '.join(g for _, g in ranked[:3])})",
+                "loosen the gate (--max-drop in the drift term's units), or use the FP32 variant")
+        m, path, kept = found
+        return path, kept, self._facts(m, all_low, kept, ranked)
+
+    def _facts(self, chosen: dict, all_low: dict, kept: list[str], ranked) -> dict:
+        why = {g: f"alone in FP32 improves {self.judge.gate.key} by {gain:.4g}{self.judge.gate.unit}"
+               for gain, g in ranked if g in kept}
+        curve = sorted(self.trail, key=lambda r: r["fp32_groups"])
+        if not self.judge.gate.higher_is_better:  # FP32 against itself: 0 (a dB term would be infinite)
+            curve.append({"fp32_groups": len(self.groups), "drift": 0.0, "speedup": 1.0, "label": "FP32",
+                          "passed": True})
+        return {"gate": {**self.judge.as_dict(), "passed": True, "value": chosen["value"],
+                         "speedup": chosen["speedup"],
+                         "text": f"{self.judge.gate.key} {chosen['value']:.4g}{self.judge.gate.unit} meets "
+                                 f"{self.judge.describe()} with {len(kept)} of {len(self.groups)} groups in FP32"},
+                "fp32_groups": [{"group": g, "nodes": self.groups[g], "why": why.get(g, "")} for g in kept],
+                "all_low_precision": {"value": all_low["value"], "speedup": all_low["speedup"]},
+                "groups": len(self.groups), "gate_evaluations": self.ev.count,
+                "layer_drift": self.layers, "drift_vs_speed": curve}
+
+
+GATE_OPTIONS = (
+    # (name, type, default, description, choices)
+    ("max_drop", "float", None, "largest drop in the gate's drift term, in its own units (MAE, dB of SDR, "
+     "Å of Cα RMSD, IoU or lDDT points); default: within noise_multiple x the noise floor (or the spec's limit)", None),
+    ("noise_multiple", "float", None, "k in 'drift within k x the noise floor' (default: the spec's gate, 3)", None),
+    ("gate_inputs", "str", "profile", "inputs the gate measures on: the device profile's (the profile's own "
+     "inputs, so export and profile agree) or the calibration shape", ("profile", "calibration")),
+    ("gate_samples", "int", 2, "inputs the gate measures on", None),
+    ("group_depth", "int", 3, "module-path depth of the groups the spec does not name", None),
+    ("max_fp32_groups", "int", -1, "most groups the search may keep in FP32 (-1: all but one)", None),
+    ("speed_runs", "int", 3, "timed runs per candidate for the drift-vs-speed curve (0: not timed)", None),
+)
+
+
+def gate_options():
+    from xopt.optimize.base import Option
+
+    return [Option(n, t, d, h, c) for n, t, d, h, c in GATE_OPTIONS]
+
+
+def gate_feeds(spec, opts, ctx, seed: int = 0) -> tuple[list[dict], str]:
+    n = opts["gate_samples"]
+    if opts["gate_inputs"] == "profile" and ctx.profile is not None:
+        targets = ctx.profile.model_targets(spec.name)
+        return list(spec.profile_inputs(targets, n, seed)), f"device profile {ctx.profile.name} inputs, seed {seed}"
+    if ctx.calibration is None:
+        raise UserError(f"model {spec.name} provides no inputs to measure a drift gate on",
+                        "pass a device profile with --profile")
+    feeds = list(ctx.calibration(n + 8))[-n:]  # held out: the calibration uses the first ones
+    return feeds, "held-out calibration inputs"
+
+
+def setup(spec, src: Path, opts, ctx, ort_options: dict | None = None) -> tuple[Evaluator, Judge, dict]:
+    if spec.gate is None:
+        raise UserError(f"model {spec.name} declares no drift gate", "use a variant without a gated pass")
+    feeds, where = gate_feeds(spec, opts, ctx)
+    ev = Evaluator(spec, src, feeds, ort_options, opts["speed_runs"])
+    judge = Judge(spec.gate, ev.noise, opts["noise_multiple"], opts["max_drop"])
+    shapes = {k: list(v.shape) for k, v in feeds[0].items()}
+    return ev, judge, {"gate_inputs": where, "gate_input_shapes": shapes, "gate_samples": len(feeds),
+                       "fp32_ms": ev.fp32_ms}
+
+
+def spec_groups(spec, model, op_types, depth: int, never=frozenset(), named_only: bool = False) -> dict[str, list[str]]:
+    from xopt.optimize.precision_groups import groups
+
+    return groups(model, set(op_types), spec.precision_group, depth, set(never), named_only)
