@@ -3,6 +3,7 @@ representative (smooth kernels, damped residuals, BatchNorm statistics recalibra
 photographs) so that drift measured on them means something."""
 from __future__ import annotations
 
+import json
 import pickle
 import warnings
 from pathlib import Path
@@ -21,6 +22,9 @@ CALIBRATION_SIZE = (192, 192)
 DC_SHARE = 0.9
 RESIDUAL_GAMMA = 0.1
 _LIST_AT_MOST = 8
+# tools/train_modnet_standin.py marks its sidecar `<ckpt>.json` with STANDIN_RECIPE
+STANDIN_RECIPE = "xopt-modnet-standin"
+STANDIN_NOTE = "trained stand-in on synthetic composites, not a portrait model"
 
 
 def _listing(keys) -> str:
@@ -116,7 +120,20 @@ def load_checkpoint(module: MODNet, path) -> Weights:
             if k in state and k not in ignored:
                 v.copy_(state[k].to(v.dtype))
     module.eval()
-    return Weights(kind="checkpoint", path=str(path.resolve()), sha256=sha256_file(path))
+    digest = sha256_file(path)
+    return Weights(kind="checkpoint", path=str(path.resolve()), sha256=digest, note=_sidecar_note(path, digest))
+
+
+def _sidecar_note(path: Path, digest: str) -> str:
+    """STANDIN_NOTE when `<path>.json` is the stand-in trainer's recipe for exactly this file;
+    a sidecar naming another sha256 (copied beside a different checkpoint, or stale) says nothing."""
+    try:
+        recipe = json.loads(Path(str(path) + ".json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # absent, unreadable, not UTF-8 or not JSON: no claim to honour
+        return ""
+    if isinstance(recipe, dict) and recipe.get("recipe") == STANDIN_RECIPE and recipe.get("sha256") == digest:
+        return STANDIN_NOTE
+    return ""
 
 
 def recalibrate_batchnorm(module: nn.Module, batches) -> None:
