@@ -258,7 +258,7 @@ class ShapeFlag:
 #: ModelSpec fields that hold hooks ("module:attr" strings are wrapped in a lazy Hook)
 _HOOKS = ("build", "example_inputs", "validation_inputs", "calibration_inputs", "drift", "perturb",
           "profile_inputs", "budget_checks", "shrink", "describe_inputs", "graphs", "assemble", "previews",
-          "precision_group")
+          "precision_group", "fp32_nodes")
 
 
 @dataclass
@@ -315,6 +315,9 @@ class ModelSpec:
     # None (the default: the node's weight module path): what the mixed-precision search keeps in
     # higher precision as one piece, and what its report names
     precision_group: HookRef | None = None
+    # fp32_nodes(onnx ModelProto) -> node names the gated passes never lower (a layout the
+    # backend runs faster in FP32, or that breaks in low precision), whatever the search finds
+    fp32_nodes: HookRef | None = None
 
     def __post_init__(self):
         for name in _HOOKS:

@@ -52,7 +52,8 @@ class Fp16GatedPass(Pass):
                 return out
 
             cap = None if opts["max_fp32_groups"] < 0 else opts["max_fp32_groups"]
-            best, kept, found = ps.Search(build, groups, ev, judge, cap, "FP16").run(model, src)
+            search = ps.Search(build, groups, ev, judge, cap, "FP16", opts["localise"] == "always")
+            best, kept, found = search.run(model, src)
             Path(best).replace(dst)
         return {**facts, **found}
 

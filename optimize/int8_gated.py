@@ -48,6 +48,8 @@ class Int8GatedPass(Pass):
         Option("quantize_bias", "bool", True, "quantize bias to INT32 (TensorRT-RTX needs false)"),
         Option("nodes_to_exclude", "list", [], "node names always kept in FP32"),
         Option("extra_options", "list", [], "ONNX Runtime quantizer extra_options, KEY=VALUE"),
+        Option("named_groups_only", "bool", False, "search only the nodes the spec's precision_group names; "
+               "the others are quantized"),
         *ps.gate_options(),
     ])
 
@@ -61,11 +63,12 @@ class Int8GatedPass(Pass):
         if static and ctx.calibration is None:
             raise UserError(f"model {ctx.model} provides no calibration data", "use mode dynamic")
         model = onnx.load(str(src), load_external_data=False)
-        never = set(opts["nodes_to_exclude"])
-        groups = ps.spec_groups(spec, model, opts["op_types"], opts["group_depth"], never)
+        never = set(opts["nodes_to_exclude"]) | set(spec.fp32_nodes(model) if spec.fp32_nodes else [])
+        groups = ps.spec_groups(spec, model, opts["op_types"], opts["group_depth"], never,
+                                named_only=opts["named_groups_only"])
         if not groups:
             raise UserError(f"no {', '.join(opts['op_types'])} node to quantize", "check the op_types option")
-        facts: dict = {"mode": opts["mode"]}
+        facts: dict = {"mode": opts["mode"], "always_fp32_nodes": len(never)}
         ev, judge, gate_facts = ps.setup(spec, src, opts, ctx)
         facts.update(gate_facts)
         with tempfile.TemporaryDirectory(dir=ctx.workdir) as tmp:
@@ -81,7 +84,7 @@ class Int8GatedPass(Pass):
                 facts["calibration_trials"] = q.choose(found, ev, judge)
                 facts["calibration"] = {"method": q.method, "per_channel": q.per_channel}
             cap = None if opts["max_fp32_groups"] < 0 else opts["max_fp32_groups"]
-            search = ps.Search(q.build, groups, ev, judge, cap, "INT8")
+            search = ps.Search(q.build, groups, ev, judge, cap, "INT8", opts["localise"] == "always")
             best, kept, found_facts = search.run(model, src)
             Path(best).replace(dst)
         del model

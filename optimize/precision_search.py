@@ -113,8 +113,9 @@ def last_outputs(model, groups: dict[str, list[str]]) -> dict[str, str]:
 
 class Search:
     def __init__(self, make: Make, groups: dict[str, list[str]], evaluator: Evaluator, judge: Judge,
-                 max_fp32_groups: int | None = None, label: str = "INT8"):
+                 max_fp32_groups: int | None = None, label: str = "INT8", localise_always: bool = True):
         self.make, self.groups, self.ev, self.judge, self.label = make, groups, evaluator, judge, label
+        self.localise_always = localise_always
         self.cap = len(groups) - 1 if max_fp32_groups is None else min(max_fp32_groups, len(groups) - 1)
         self.trail: list[dict] = []
         self.layers: list[dict] = []
@@ -151,12 +152,10 @@ class Search:
         tensors = list(last_outputs(src_model, self.groups).values())
         sqnr = intermediate_sqnr(src_path, path, tensors, self.ev.feeds, self.ev.ort) if tensors else {}
         if self.judge.ok(all_low["value"]):
-            for g, nodes in self.groups.items():  # nothing to fall back; still say where the error enters
-                self.layers.append({"group": g, "nodes": nodes, "drift": all_low["value"],
-                                    "output": last_outputs(src_model, {g: nodes}).get(g),
-                                    "sqnr_db": sqnr.get(last_outputs(src_model, {g: nodes}).get(g, ""))})
-            self.layers.sort(key=lambda r: r["sqnr_db"] if r["sqnr_db"] is not None else 1e9)
-            return path, [], self._facts(all_low, all_low, [], [])
+            ranked = []
+            if self.localise_always:  # nothing to fall back; still say where the error enters
+                ranked = self.localise(src_model, all_low, sqnr)
+            return path, [], self._facts(all_low, all_low, [], ranked)
         path.unlink(missing_ok=True)
         ranked = self.localise(src_model, all_low, sqnr)
         lo, hi, found = 1, self.cap, None
@@ -214,6 +213,8 @@ GATE_OPTIONS = (
     ("gate_samples", "int", 2, "inputs the gate measures on", None),
     ("group_depth", "int", 3, "module-path depth of the groups the spec does not name", None),
     ("max_fp32_groups", "int", -1, "most groups the search may keep in FP32 (-1: all but one)", None),
+    ("localise", "str", "always", "rank every group even when the all-low-precision build already passes "
+     "(always) or only when it fails (on-failure)", ("always", "on-failure")),
     ("speed_runs", "int", 3, "timed runs per candidate for the drift-vs-speed curve (0: not timed)", None),
 )
 

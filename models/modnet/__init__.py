@@ -27,7 +27,10 @@ _INT8 = {"per_channel": True, "activation_type": "uint8", "weight_type": "int8",
          "reduce_range": True}
 # The gate measures at the device profile's size (512x512 by default, as `xopt profile` does);
 # ranges come from CALIBRATION_SIZE inputs, streamed (calibration.py)
-_INT8_GATED = {"op_types": ["Conv"], "reduce_range": True, "calib_samples": 8, "gate_samples": 2}
+# (op types: ONNX Runtime's QDQ set for this graph, which keeps activations INT8 between the
+# convolutions; models/modnet/quant.py has the measurements and the nodes kept FP32 for speed)
+_INT8_GATED = {"op_types": ["Conv", "Add", "Concat", "Mul", "MatMul", "Sigmoid", "GlobalAveragePool", "Resize"],
+               "reduce_range": True, "calib_samples": 8, "gate_samples": 2, "named_groups_only": True}
 
 # Parity bounds on the matte (values in [0, 1]) against PyTorch FP32. Measured on the
 # seeded-random weights at the validation shapes (ORT CPU): FP32 max_abs 1.7e-5; FP16
@@ -144,6 +147,7 @@ SPEC = register(ModelSpec(
     engine=EngineHooks(shapes=engine_shapes, int8_variant="int8-trt"),
     shrink=shrink,
     precision_group="xopt.models.modnet.precision:group",
+    fp32_nodes="xopt.models.modnet.quant:fp32_nodes",
     # xopt eval: matting benchmarks' errors and mask IoU; label-free coverage and video flicker checks
     evaluation=EvalHooks(
         dataset="xopt.models.modnet.eval_data:read_dataset", predict="xopt.models.modnet.evaluate:predict",

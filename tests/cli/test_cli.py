@@ -62,11 +62,12 @@ def test_export_help_shows_the_pass_options_of_that_model_with_its_defaults():
     assert r.returncode == 0, r.stderr
     out = " ".join(r.stdout.split())
     assert "--int8-per-channel" in out and "--fp16-op-block-list" in out and "--engine-workspace-mb" in out
-    assert "--int8-gated-max-drop" not in out  # Demucs' gated INT8: not a pass MODNet uses
+    assert "--fp16-gated-max-drop" not in out  # OpenFold's gated FP16: not a pass MODNet uses
     assert "modnet: int8-backbone='backbone'" in out  # the spec's own setting, per variant
+    assert "--int8-gated-calib-samples" in out and "(default: 4; modnet: 8)" in out
     r = xopt("export", "demucs", "--help")
     out = " ".join(r.stdout.split())
-    assert "--int8-gated-max-drop" in out and "demucs: 0.5" in out and "--int8-per-channel" not in out
+    assert "--int8-gated-mode" in out and "demucs: int8='dynamic'" in out and "--int8-per-channel" not in out
 
 
 def test_pass_flags_come_from_the_pass_registry():

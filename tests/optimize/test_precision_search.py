@@ -75,10 +75,14 @@ def test_search_meets_a_reachable_gate_and_records_the_fallbacks(fp32, tmp_path)
     assert any(r["sqnr_db"] is not None for r in facts["layer_drift"])
     curve = facts["drift_vs_speed"]
     assert curve[0]["label"] == "all INT8" and curve[-1]["label"] == "FP32" and len(curve) >= 3
-    # the kept groups' convolutions are not quantized in the written graph
+    # the kept groups' convolutions, and those the spec always keeps FP32, are not quantized
+    from xopt.models.modnet.quant import fp32_nodes
+
+    always = set(fp32_nodes(onnx.load(str(fp32))))
+    assert facts["always_fp32_nodes"] == len(always) > 0
     model = onnx.load(str(tmp_path / "gated.onnx"))
     produced = {o: n.op_type for n in model.graph.node for o in n.output}
-    kept_nodes = {n for k in kept for n in k["nodes"]}
+    kept_nodes = {n for k in kept for n in k["nodes"]} | always
     for node in model.graph.node:
         if node.op_type == "Conv":
             from_dq = produced.get(node.input[1]) == "DequantizeLinear"

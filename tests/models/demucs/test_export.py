@@ -187,16 +187,23 @@ def test_fp16_input_statistics_stay_finite_and_exact(exported):
         assert np.isfinite(out).all() and abs(out.std() - 1.0) < 0.01
 
 
-def test_int8_gate_keeps_sensitive_layers_in_fp32(spec, exported, tmp_path):
+def _gated(spec, tmp_path, src, name, **opts):
     from xopt.optimize.base import PassContext, get_pass
 
     built = spec.build(config="tiny", seed=0)
     p = get_pass("int8-gated")
     ctx = PassContext(model="demucs", calibration=lambda n: spec.calibration_inputs(built, n), workdir=tmp_path)
+    base = {"calibrate_methods": ["minmax"], "per_channel": "true", "speed_runs": 1, "gate_inputs": "calibration",
+            "gate_samples": 1}
+    return p.apply(src, tmp_path / f"{name}.onnx", p.options.resolve({**base, **opts}), ctx), built
+
+
+def test_int8_gate_passes_on_the_profiles_terms_with_streamed_calibration(spec, exported, tmp_path):
     src = exported.path_of("fp32")
-    loose = p.apply(src, tmp_path / "loose.onnx", p.options.resolve({"max_drop": 3.0, "calib_memory_mb": 1}), ctx)
-    assert loose["fp32_groups"] == [] and loose["gate_evaluations"] == 1
+    loose, built = _gated(spec, tmp_path, src, "loose", max_drop=3.0, calib_memory_mb=1)
+    assert loose["fp32_groups"] == [] and loose["gate"]["passed"] and loose["gate"]["key"] == "sdr_min_db"
     assert loose["calibration_groups"] > 1  # 1 MB of extra outputs per run: calibration streamed in groups
+    assert len(loose["calibration_trials"]) == 1 and loose["calibration"]["method"] == "minmax"
     import onnx
 
     from xopt.runtime.backends.ort import OrtSession
@@ -209,19 +216,26 @@ def test_int8_gate_keeps_sensitive_layers_in_fp32(spec, exported, tmp_path):
     assert 10 < d["sdr_min_db"] < 60  # lossy, but a separation still
 
 
+def test_int8_dynamic_gate_ranks_transformer_layers(exported):
+    """The int8 variant (dynamic INT8 of the transformer) on the raw export, whose module paths
+    name the groups: the default gate (>= 30 dB or 3x the noise floor) met, every layer ranked."""
+    facts = next(p["facts"] for p in exported.variant("int8")["passes"] if p["name"] == "int8-gated")
+    assert facts["gate"]["passed"] and facts["mode"] == "dynamic"
+    assert facts["gate"]["value"] >= facts["gate"]["bound"]
+    names = {r["group"] for r in facts["layer_drift"]}
+    assert {"transformer layer 0 (spectral)", "transformer layer 0 (temporal)"} <= names
+
+
 @pytest.mark.slow
 def test_int8_gate_search_keeps_the_worst_groups_fp32(spec, exported, tmp_path):
-    from xopt.optimize.base import PassContext, get_pass
+    from xopt.gate import drop
 
-    built = spec.build(config="tiny", seed=0)
-    p = get_pass("int8-gated")
-    ctx = PassContext(model="demucs", calibration=lambda n: spec.calibration_inputs(built, n), workdir=tmp_path)
     src = exported.path_of("fp32")
-    loose = p.apply(src, tmp_path / "loose.onnx", p.options.resolve({"max_drop": 3.0}), ctx)
-    strict = p.apply(src, tmp_path / "strict.onnx",
-                     p.options.resolve({"max_drop": loose["estimated_drop_db"] / 3, "group_depth": 2}), ctx)
-    assert strict["fp32_groups"] and strict["estimated_drop_db"] <= loose["estimated_drop_db"] / 3
-    assert strict["quantized_groups"] > 0
+    loose, _ = _gated(spec, tmp_path, src, "loose", max_drop=3.0)
+    all_drop = drop(spec.gate, loose["all_low_precision"]["value"])
+    strict, _ = _gated(spec, tmp_path, src, "strict", max_drop=all_drop / 3)
+    assert strict["fp32_groups"] and drop(spec.gate, strict["gate"]["value"]) <= all_drop / 3
+    assert len(strict["fp32_groups"]) < strict["groups"]
 
 
 # --- fit to budget ----------------------------------------------------------------------
