@@ -114,7 +114,8 @@ class _Exporter:
         spec, built = self.spec, self.built
         return PassContext(model=spec.name, scopes={k: list(v) for k, v in spec.scopes.items()},
                            calibration=lambda n: spec.calibration_inputs(built, n), profile=self.profile,
-                           workdir=self.workdir)
+                           workdir=self.workdir, config=dict(self.config),
+                           weights=self.source.weights if self.source else built.weights.to_json())
 
     def export_graph(self, built: Built, dest: Path) -> Path:
         spec = self.spec

@@ -24,6 +24,10 @@ class PassContext:
     cache_dir: Path | None = None
     engine_shapes: dict | None = None  # {input: (min, opt, max)}: TensorRT optimisation profiles (see _trt_shapes)
     rebuild_command: str | None = None  # what an engine mismatch tells the user to run
+    # what the export was built with (the manifest's config and weights): a pass that makes the
+    # profile's inputs passes them on, as the profiler does (run_targets)
+    config: dict | None = None
+    weights: dict | None = None
 
 
 class Pass:

@@ -228,7 +228,8 @@ def gate_options():
 def gate_feeds(spec, opts, ctx, seed: int = 0) -> tuple[list[dict], str]:
     n = opts["gate_samples"]
     if opts["gate_inputs"] == "profile" and ctx.profile is not None:
-        targets = ctx.profile.model_targets(spec.name)
+        targets = {**ctx.profile.model_targets(spec.name), **({"config": ctx.config} if ctx.config else {}),
+                   **({"weights": ctx.weights} if ctx.weights else {})}  # as the profiler's run_targets
         return list(spec.profile_inputs(targets, n, seed)), f"device profile {ctx.profile.name} inputs, seed {seed}"
     if ctx.calibration is None:
         raise UserError(f"model {spec.name} provides no inputs to measure a drift gate on",

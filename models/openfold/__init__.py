@@ -171,9 +171,7 @@ VARIANTS = {
                     description="FP16 stacks with OpenFold's low_prec (inf 1e4, eps 1e-4) and FP32 islands"),
     # the gated FP16 trunk: the main graph alone (its units are the Evoformer blocks), judged by
     # Cα RMSD after folding both trunks with the same structure module
-    # (gate on the calibration shape: the profile's inputs need the manifest's config, which a pass does not see)
-    "fp16-gated": Variant("fp16-gated", "fp16", tolerance=_FP16_TOL,
-                          passes=(("fp16-gated", {"gate_samples": 1, "gate_inputs": "calibration"}),),
+    "fp16-gated": Variant("fp16-gated", "fp16", tolerance=_FP16_TOL, passes=(("fp16-gated", {"gate_samples": 1}),),
                           ort_options=_ORT, with_graphs=False,
                           description="FP16 Evoformer trunk (main graph only) whose blocks that move Cα RMSD past "
                                       "the gate stay FP32"),
