@@ -8,6 +8,7 @@ PyTorch model; the tests hold them to ~1e-6 of demucs' own torch code.
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -113,10 +114,56 @@ def istft(z: np.ndarray, length: int) -> np.ndarray:
     return ola[..., sl] / env[sl]
 
 
+@functools.lru_cache(maxsize=8)
+def _synthesis(nfft: int, frames: int, length: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """float32 (sqrt(nfft)-scaled Hann window, 1 / summed squared window over the kept samples, start)."""
+    hop = nfft // 4
+    win = hann(nfft)
+    n = frames + 4
+    env = np.zeros((n + 3, hop))
+    wq = (win ** 2).reshape(4, hop)
+    for k in range(4):
+        env[k:k + n] += wq[k]
+    start = nfft // 2 + hop // 2 * 3
+    inv = 1.0 / env.reshape(-1)[start:start + length]
+    return (win * math.sqrt(nfft)).astype(np.float32), inv.astype(np.float32), start
+
+
+def istft_cac(m: np.ndarray, length: int, out: np.ndarray | None = None) -> np.ndarray:
+    """float32 `istft(from_cac(m), length)` for the core's CaC output m [..., 2C, F, T] -> [..., C, length].
+
+    What demucs computes (torch.istft runs in float32 too), without the float64/complex128
+    copies: the 4 zero edge frames are never transformed, frames go straight from the CaC
+    layout into a contiguous complex64 [..., T, F] array (one pass), irfft in single precision
+    (numpy >= 2), then a 4-way overlap-add of quarter frames. With `out` ([..., C, length],
+    float32) the result is added into it in place (the time branch), saving one more pass.
+    """
+    *lead, c2, freqs, frames = m.shape
+    nfft = 2 * freqs
+    hop = nfft // 4
+    win, inv, start = _synthesis(nfft, frames, length)
+    m = np.asarray(m, dtype=np.float32).reshape(*lead, c2 // 2, 2, freqs, frames)
+    z = np.empty((*lead, c2 // 2, frames, freqs), dtype=np.complex64)
+    z.real = np.swapaxes(m[..., 0, :, :], -1, -2)
+    z.imag = np.swapaxes(m[..., 1, :, :], -1, -2)
+    seg = np.fft.irfft(z, n=nfft, axis=-1)  # [..., T, nfft] float32 (frames 2 .. T+1 of the padded STFT)
+    del z
+    seg *= win
+    quarters = seg.reshape(seg.shape[:-1] + (4, hop))
+    acc = np.zeros(seg.shape[:-2] + (frames + 7, hop), dtype=np.float32)
+    for k in range(4):
+        acc[..., 2 + k:2 + k + frames, :] += quarters[..., :, k, :]
+    del seg, quarters
+    wave = acc.reshape(acc.shape[:-2] + (-1,))[..., start:start + length]
+    if out is None:
+        return wave * inv
+    out += wave * inv
+    return out
+
+
 def reassemble(spec_out: np.ndarray, wave_out: np.ndarray) -> np.ndarray:
-    """Sources [B, S, C, L]: the core's time branch plus the iSTFT of its spectral branch."""
-    length = wave_out.shape[-1]
-    return (wave_out.astype(np.float64) + istft(from_cac(spec_out), length)).astype(np.float32)
+    """Sources [B, S, C, L]: the core's time branch plus the iSTFT of its spectral branch (float32)."""
+    return istft_cac(spec_out, wave_out.shape[-1], out=np.array(wave_out, dtype=np.float32, copy=True))
 
 
 def track_stats(wav: np.ndarray) -> tuple[float, float]:

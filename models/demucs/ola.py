@@ -8,7 +8,8 @@ grouped into batches so one session call can carry several (the fit search sizes
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -53,43 +54,76 @@ def _batched(items: Sequence, size: int) -> Iterable[Sequence]:
 
 def split_apply(run: RunBatch, base: np.ndarray, view_start: int, view_length: int, segment: int,
                 overlap: float = 0.25, power: float = 1.0, batch: int = 1,
-                progress: Callable[[Iterable], Iterable] | None = None) -> np.ndarray:
-    """Weighted overlap-add of `run` over base[..., view_start:view_start+view_length] -> [S, C, view_length]."""
+                progress: Callable[[Iterable], Iterable] | None = None,
+                finish: Callable[[Any], np.ndarray] | None = None,
+                prepare: Callable[[np.ndarray], Any] | None = None) -> np.ndarray:
+    """Weighted overlap-add of `run` over base[..., view_start:view_start+view_length] -> [S, C, view_length].
+
+    With `prepare` and/or `finish` the work is split in three: prepare(segments) -> feed (the
+    STFT), run(feed) -> raw outputs (the session), finish(raw) -> sources [B, S, C, seg] (the
+    iSTFT). `run` stays on the caller's thread; one helper thread prepares the next batch and
+    finishes + overlap-adds the previous one meanwhile (ONNX Runtime and numpy's FFT release
+    the GIL). One batch is finished at a time, in order, so the sums are the same numbers in
+    the same order as with run = finish . run . prepare: identical output.
+    """
     chunks = plan(view_start, view_length, segment, overlap)
     weight = transition_weight(segment, power)
-    out = None
+    state: dict = {}
     total = np.zeros(view_length)
     groups = list(_batched(chunks, max(1, batch)))
-    for group in (progress(groups) if progress else groups):
-        segs = []
-        for c in group:
-            delta = segment - c.length
-            segs.append(window(base, c.start - delta // 2, segment))
-        res = run(np.stack(segs).astype(np.float32))
+
+    def add(group: Sequence[Chunk], res: np.ndarray) -> None:
         for c, r in zip(group, res):
             delta = segment - c.length
-            r = r[..., delta // 2: delta // 2 + c.length].astype(np.float64)
-            if out is None:
-                out = np.zeros(r.shape[:-1] + (view_length,))
+            r = r[..., delta // 2: delta // 2 + c.length]
+            if "out" not in state:
+                state["out"] = np.zeros(r.shape[:-1] + (view_length,))
             w = weight[:c.length]
-            out[..., c.out_offset:c.out_offset + c.length] += w * r
+            state["out"][..., c.out_offset:c.out_offset + c.length] += w * r
             total[c.out_offset:c.out_offset + c.length] += w
-    return out / total
+
+    def segments(group: Sequence[Chunk]) -> np.ndarray:
+        segs = np.empty((len(group),) + base.shape[:-1] + (segment,), dtype=np.float32)
+        for i, c in enumerate(group):
+            segs[i] = window(base, c.start - (segment - c.length) // 2, segment)
+        return segs
+
+    if finish is None and prepare is None:
+        for group in (progress(groups) if progress else groups):
+            add(group, run(segments(group)))
+        return state["out"] / total
+    prepare = prepare or (lambda segs: segs)
+    finish = finish or (lambda raw: raw)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ola-host") as pool:
+        feed = pool.submit(lambda: prepare(segments(groups[0])))
+        pending = None
+        for i, group in enumerate(progress(groups) if progress else groups):
+            ready = feed.result()  # prepared during the previous run
+            if i + 1 < len(groups):  # queued behind the previous batch's finishing: runs during this run
+                feed = pool.submit(lambda g=groups[i + 1]: prepare(segments(g)))
+            raw = run(ready)
+            del ready
+            pending = pool.submit(lambda g=group, r=raw: add(g, finish(r)))
+            del raw
+        pending.result()
+    return state["out"] / total
 
 
 def apply_track(run: RunBatch, mix: np.ndarray, segment: int, samplerate: int = 44100, overlap: float = 0.25,
                 power: float = 1.0, shifts: int = 0, batch: int = 1, rng: np.random.Generator | None = None,
                 shift_offsets: Sequence[int] | None = None,
-                progress: Callable[[Iterable], Iterable] | None = None) -> np.ndarray:
+                progress: Callable[[Iterable], Iterable] | None = None,
+                finish: Callable[[Any], np.ndarray] | None = None,
+                prepare: Callable[[np.ndarray], Any] | None = None) -> np.ndarray:
     """Sources [S, C, L] for a normalised mix [C, L], as `demucs.apply.apply_model(split=True)`.
 
     With `shifts` > 0 the track is zero-padded by half a second on both sides and run
     `shifts` times at random offsets in [0, 0.5 s] (or the given `shift_offsets`); the
-    estimates are shifted back and averaged.
+    estimates are shifted back and averaged. `prepare`, `finish`: see `split_apply`.
     """
     length = mix.shape[-1]
     if not shifts:
-        return split_apply(run, mix, 0, length, segment, overlap, power, batch, progress)
+        return split_apply(run, mix, 0, length, segment, overlap, power, batch, progress, finish, prepare)
     max_shift = int(0.5 * samplerate)
     padded = window(mix, -max_shift, length + 2 * max_shift)
     if shift_offsets is None:
@@ -99,6 +133,7 @@ def apply_track(run: RunBatch, mix: np.ndarray, segment: int, samplerate: int = 
         raise ValueError("need one offset per shift")
     out = 0.0
     for off in shift_offsets:
-        est = split_apply(run, padded, off, length + max_shift - off, segment, overlap, power, batch, progress)
+        est = split_apply(run, padded, off, length + max_shift - off, segment, overlap, power, batch, progress,
+                          finish, prepare)
         out = out + est[..., max_shift - off:]
     return out / shifts

@@ -22,9 +22,13 @@ from xopt.models.demucs import sdr as sdrlib
 from xopt.models.demucs.synth import SOURCES, generate
 from xopt.runtime.pipeline import Pipeline
 
+# overlap_host: run the STFT/iSTFT of neighbouring segments on a helper thread during each
+# session call (same numbers). Off by default: on a 2-core CPU the session's intra-op threads
+# already take both cores and the extra thread oversubscribes them; turn it on where cores
+# are spare (more cores than intra-op threads, or a GPU session).
 DEFAULTS = {"sources": list(SOURCES), "samplerate": 44100, "audio_channels": 2, "nfft": 4096,
             "segment_samples": 343980, "spectral": True, "overlap": 0.25, "shifts": 0,
-            "transition_power": 1.0, "batch": 1, "subtype": "FLOAT"}
+            "transition_power": 1.0, "batch": 1, "subtype": "FLOAT", "overlap_host": False}
 
 
 _SIX_STEMS = ["drums", "bass", "other", "vocals", "guitar", "piano"]  # htdemucs_6s order
@@ -100,13 +104,22 @@ def separate(session, wav: np.ndarray, config: Mapping[str, Any] | None = None, 
     mean, std = dsp.track_stats(wav)
     norm = (wav - mean) / std
 
-    def run(batch: np.ndarray) -> np.ndarray:
-        return separate_segments(session, batch, cfg["nfft"], cfg["spectral"])
+    def prepare(batch: np.ndarray) -> dict[str, np.ndarray]:
+        return core_feed(batch, cfg["nfft"], cfg["spectral"])
 
+    run, stages = _stages(session, prepare, cfg["overlap_host"])
     out = ola.apply_track(run, norm, cfg["segment_samples"], cfg["samplerate"], cfg["overlap"],
                           cfg["transition_power"], cfg["shifts"], cfg["batch"], np.random.default_rng(seed),
-                          progress=progress)
+                          progress=progress, **stages)
     return (out * std + mean).astype(np.float32)
+
+
+def _stages(session, prepare, overlap_host: bool) -> tuple[Callable, dict]:
+    """STFT (prepare), session (run), iSTFT (finish): with `overlap_host` the host stages of the
+    neighbouring batches run on a helper thread during each session call (same numbers)."""
+    if overlap_host:
+        return session.run, {"prepare": prepare, "finish": sources_of}
+    return (lambda batch: sources_of(session.run(prepare(batch)))), {}
 
 
 def track_seconds(targets: Mapping[str, Any] | None) -> float:

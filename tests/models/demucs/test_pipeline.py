@@ -68,6 +68,12 @@ def test_stft_istft_match_demucs_torch(length):
     wave = dsp.istft(dsp.from_cac(m), length)
     assert wave.shape == wave_ref.shape
     assert np.abs(wave - wave_ref).max() <= 1e-6 * np.abs(wave_ref).max()
+    fast = dsp.istft_cac(m, length)  # the pipeline's float32 path, straight from the CaC layout
+    assert fast.dtype == np.float32 and fast.shape == wave_ref.shape
+    assert np.abs(fast - wave_ref).max() <= 1e-6 * np.abs(wave_ref).max()
+    wave_out = np.random.default_rng(2).standard_normal(wave_ref.shape).astype(np.float32)
+    summed = dsp.reassemble(m, wave_out)
+    assert np.abs(summed - (wave_out + wave_ref)).max() <= 1e-6 * np.abs(wave_out + wave_ref).max()
 
 
 def test_overlap_add_equals_demucs_apply_model(tiny):
@@ -97,6 +103,48 @@ def test_overlap_add_equals_demucs_apply_model(tiny):
     ours = ola.apply_track(run, ((mix - mean) / std), tiny.config["segment_samples"], shifts=2,
                            shift_offsets=[5000, 21000])
     assert np.abs(ours - ref).max() < 1e-5
+
+
+@pytest.mark.parametrize("batch,shifts", [(1, 0), (2, 0), (3, 2)])
+def test_overlapped_finishing_equals_sequential(batch, shifts):
+    """The helper-thread finishing (iSTFT + overlap-add of one batch during the next run) sums
+    the same numbers in the same order as the plain loop: identical output."""
+    rng = np.random.default_rng(batch)
+    mix = rng.standard_normal((2, 5000)).astype(np.float32)
+    proj = rng.standard_normal((3, 2)).astype(np.float32)
+    seen = []
+
+    def raw(segs):  # stands in for the session: returns something finish() turns into sources
+        seen.append(segs.shape[0])
+        return {"x": segs.copy()}
+
+    def finish(out):
+        x = out["x"]
+        return np.tanh(np.einsum("sc,bcl->bscl", proj, x)) + x[:, None] * 0.5
+
+    common = dict(segment=1200, overlap=0.25, batch=batch, shifts=shifts, shift_offsets=[100, 7000][:shifts] or None)
+    plain = ola.apply_track(lambda s: finish(raw(s)), mix, samplerate=20000, **common)
+    calls = len(seen)
+    ovl = ola.apply_track(raw, mix, samplerate=20000, finish=finish, **common)
+    assert len(seen) == 2 * calls and max(seen) <= batch
+    assert ovl.shape == plain.shape == (3, 2, 5000)
+    assert np.array_equal(ovl, plain)
+    staged = ola.apply_track(lambda feed: {"x": feed["y"] - 1.0}, mix, samplerate=20000, finish=finish,
+                             prepare=lambda segs: {"y": segs + 1.0}, **common)
+    assert np.allclose(staged, plain, rtol=0, atol=1e-6)
+
+
+def test_batched_segments_equal_unbatched(tiny):
+    """Several segments in one session call give the stems of one segment per call (1e-4)."""
+    session = TorchCoreSession(tiny.module)
+    mix, _ = generate(2.0, seed=5)
+    one = host.separate(session, mix, {**tiny.config, "batch": 1})
+    calls = session.calls
+    three = host.separate(session, mix, {**tiny.config, "batch": 3})
+    assert session.calls - calls < calls
+    threaded = host.separate(session, mix, {**tiny.config, "batch": 3, "overlap_host": True})
+    assert np.abs(three - one).max() < 1e-4 * max(1.0, np.abs(one).max())
+    assert np.array_equal(three, threaded)
 
 
 def test_transition_weight_and_plan():
