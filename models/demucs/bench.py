@@ -61,12 +61,12 @@ class _Core:
         return dict(zip(self.names, self.sess.run(self.names, feeds)))
 
 
-def _make_xopt(opts):
+def _make_xopt(opts, variant="fp32"):
     from xopt.manifest import load
     from xopt.models.demucs import pipeline as host
 
     manifest = load(opts["artifacts"])
-    core = _Core(str(manifest.path_of("fp32")))
+    core = _Core(str(manifest.path_of(variant)))
     cfg = host.settings(manifest.config, core)
     return {"segment": lambda x: host.separate_segments(core, x[None], cfg["nfft"], cfg["spectral"])[0],
             "track": lambda x: host.separate(core, x, cfg)}
@@ -121,7 +121,8 @@ def _export_peer(opts, conn):
 def _worker(kind, opts, conn):
     from xopt.runtime.memory import host_peak_mb
 
-    system = {"xopt": _make_xopt, "peer": _make_peer, "torch": _make_torch}[kind](opts)
+    system = {"xopt": _make_xopt, "xopt-int8": lambda o: _make_xopt(o, "int8"), "peer": _make_peer,
+              "torch": _make_torch}[kind](opts)
     conn.send("ready")
     while True:
         msg = conn.recv()
@@ -169,7 +170,23 @@ def _summary(times, outs, seconds):
     return {"seconds": seconds, "latency_ms": lat,
             "samples_ms": {k: [round(1e3 * t, 1) for t in v] for k, v in times.items()},
             "real_time_factor": {k: round(seconds / (v / 1e3), 3) for k, v in lat.items()},
-            "parity_sdr_db_vs_torch": {k: _sdr_vs(outs["torch"], outs[k]) for k in outs if k != "torch"}}
+            "parity_sdr_db_vs_torch": {k: _sdr_vs(outs["torch"], outs[k]) for k in outs if k != "torch"},
+            **({"int8_vs_fp32_sdr_db": _sdr_vs(outs["xopt"], outs["xopt-int8"])} if "xopt-int8" in outs else {})}
+
+
+def _int8_verdict(manifest, result) -> dict:
+    """The int8 variant against xopt FP32 in the same rounds, judged by the bound its export's gate met."""
+    facts = next(p["facts"] for p in manifest.variant("int8")["passes"] if p["name"] == "int8-gated")
+    gate = facts["gate"]
+    out = {"speedup_vs_fp32": {}, "sdr_min_db_vs_fp32": {}}
+    for part in ("segment", "track"):
+        lat = result[part]["latency_ms"]
+        out["speedup_vs_fp32"][part] = round(lat["xopt"] / lat["xopt-int8"], 3)
+        out["sdr_min_db_vs_fp32"][part] = result[part]["int8_vs_fp32_sdr_db"]["min"]
+    bound = gate.get("bound")
+    return {**out, "gate": gate.get("text"), "bound_db": bound, "groups": facts.get("groups"),
+            "fp32_groups": len(facts.get("fp32_groups", [])),
+            "within_gate": bound is not None and all(v >= bound for v in out["sdr_min_db_vs_fp32"].values())}
 
 
 def main(argv=None) -> int:
@@ -182,6 +199,8 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=3, help="timed runs per system for the segment")
     p.add_argument("--track-repeats", type=int, default=1, help="timed runs per system for the track")
     p.add_argument("--no-peer", action="store_true", help="skip demucs-onnx")
+    p.add_argument("--int8", action="store_true", help="also time xopt's gated int8 variant (exported if missing) "
+                   "against xopt FP32, and check it within the gate its export met")
     p.add_argument("--out", default=None, help="write the JSON result here (e.g. benchmarks/results/demucs-cpu.json)")
     p.add_argument("--force", action="store_true")
     args = p.parse_args(argv)
@@ -199,8 +218,8 @@ def main(argv=None) -> int:
     ctx = mp.get_context("spawn")
     with tempfile.TemporaryDirectory(prefix="bench-demucs-") as tmp:
         art = Path(args.artifacts) if args.artifacts else Path(tmp) / "xopt"
-        manifest = export_model("demucs", ["fp32"], out_dir=art, checkpoint=args.checkpoint, config=args.config,
-                                seed=args.seed)
+        manifest = export_model("demucs", ["fp32"] + (["int8"] if args.int8 else []), out_dir=art,
+                                checkpoint=args.checkpoint, config=args.config, seed=args.seed)
         cfg = host.settings(manifest.config)
         seg = cfg["segment_samples"]
         opts = {"artifacts": str(art), "checkpoint": args.checkpoint, "config": args.config, "seed": args.seed,
@@ -212,7 +231,8 @@ def main(argv=None) -> int:
             facts["peer_export"] = conn.recv()
             proc.join()
             facts["peer_onnx_mb"] = round(Path(opts["peer_onnx"]).stat().st_size / 2**20, 1)
-        workers = {k: _spawn(ctx, _worker, k, opts) for k in (["xopt", "peer", "torch"] if peer else ["xopt", "torch"])}
+        kinds = ["xopt"] + (["xopt-int8"] if args.int8 else []) + (["peer"] if peer else []) + ["torch"]
+        workers = {k: _spawn(ctx, _worker, k, opts) for k in kinds}
         for _, conn in workers.values():
             assert conn.recv() == "ready"
 
@@ -231,7 +251,9 @@ def main(argv=None) -> int:
             proc.join()
 
     ratios = {part: {f"vs_{k}": round(result[part]["latency_ms"][k] / result[part]["latency_ms"]["xopt"], 3)
-                     for k in result[part]["latency_ms"] if k != "xopt"} for part in ("segment", "track")}
+                     for k in result[part]["latency_ms"] if k not in ("xopt", "xopt-int8")} for part in ("segment", "track")}
+    if args.int8:
+        facts["int8"] = _int8_verdict(manifest, result)
     parity = min(result[p]["parity_sdr_db_vs_torch"]["xopt"]["min"] for p in ("segment", "track"))
     verdict = {"vs_torch": all(r["vs_torch"] >= TARGETS["vs_torch"] for r in ratios.values()),
                "vs_peer": all(r["vs_peer"] >= TARGETS["vs_peer"] for r in ratios.values()) if peer else None,
@@ -250,6 +272,11 @@ def main(argv=None) -> int:
               + ", ".join(f"{k} {v / 1e3:.2f} s" for k, v in lat.items())
               + f"; speed-up {ratios[part]}; parity SDR vs torch {result[part]['parity_sdr_db_vs_torch']}")
     print(f"peak RSS MB {memory}; verdict {verdict}")
+    if args.int8:
+        i8 = facts["int8"]
+        print(f"int8 (gated dynamic, {i8['fp32_groups']} of {i8['groups']} groups FP32): "
+              f"{i8['speedup_vs_fp32']} x xopt FP32; worst-stem SDR vs xopt FP32 {i8['sdr_min_db_vs_fp32']} dB "
+              f"(gate {i8['gate']}): {'within' if i8['within_gate'] else 'OUTSIDE'} its gate")
     if args.out:
         write_json(args.out, report, force=args.force)
         print(f"wrote {args.out}")
