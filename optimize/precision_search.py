@@ -155,6 +155,7 @@ class Search:
             ranked = []
             if self.localise_always:  # nothing to fall back; still say where the error enters
                 ranked = self.localise(src_model, all_low, sqnr)
+                self._curve(ranked)
             return path, [], self._facts(all_low, all_low, [], ranked)
         path.unlink(missing_ok=True)
         ranked = self.localise(src_model, all_low, sqnr)
@@ -185,6 +186,15 @@ class Search:
                 "loosen the gate (--max-drop in the drift term's units), or use the FP32 variant")
         m, path, kept = found
         return path, kept, self._facts(m, all_low, kept, ranked)
+
+    def _curve(self, ranked, points: int = 4) -> None:
+        """What falling back would cost when nothing has to: the 1, 2, 4, ... best-ranked groups
+        in FP32 (at most `points` builds), for the drift-vs-speed curve."""
+        k = 1
+        while k <= self.cap and points > 0:
+            _, p = self._try([g for _, g in ranked[:k]])
+            p.unlink(missing_ok=True)
+            k, points = k * 2, points - 1
 
     def _facts(self, chosen: dict, all_low: dict, kept: list[str], ranked) -> dict:
         why = {g: f"alone in FP32 improves {self.judge.gate.key} by {gain:.4g}{self.judge.gate.unit}"

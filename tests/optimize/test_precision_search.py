@@ -57,6 +57,8 @@ def test_streamed_calibration_gives_every_method_in_one_pass(fp32):
 def test_search_meets_a_reachable_gate_and_records_the_fallbacks(fp32, tmp_path):
     loose = _apply(fp32, tmp_path, "loose", max_drop=1.0)
     assert loose["gate"]["passed"] and loose["fp32_groups"] == []
+    # nothing had to fall back, yet the curve says what falling back would cost (1, 2, 4, 8 groups)
+    assert [c["fp32_groups"] for c in loose["drift_vs_speed"]] == [0, 1, 2, 4, 8, loose["groups"]]
     all_int8 = loose["all_low_precision"]["value"]
     assert 0 < all_int8 < 1.0
     # just under all-INT8: the search must keep at least the top-ranked group (seeded weights are
