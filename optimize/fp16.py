@@ -57,7 +57,7 @@ class Fp16Pass(Pass):
             finally:
                 float16.remove_unnecessary_cast_node = cleanup
             facts["cast_cleanup"] = "skipped (onnxconverter-common fails on Casts that feed several nodes)"
-        retyped = _casts_follow_value_info(converted)
+        retyped = _casts_follow_value_info(converted, {n.name for n in pristine.graph.node if n.op_type == "Cast"})
         if retyped:
             facts["retyped_casts"] = retyped
         if opts["keep_io_types"]:
@@ -68,16 +68,18 @@ class Fp16Pass(Pass):
                 "fp32_nodes": kept, "unshared_initializers": unshared, **facts}
 
 
-def _casts_follow_value_info(model) -> int:
-    """A graph's own Cast(to=FLOAT) nodes: the converter retypes their outputs FP16 (its
+def _casts_follow_value_info(model, own: set[str]) -> int:
+    """A graph's own Cast(to=FLOAT) nodes (`own`: not the converter's, which cast at the FP32
+    boundaries on purpose): the converter retypes their outputs FP16 (its
     value_info) but leaves `to` at FLOAT, which ONNX Runtime refuses ("Type (tensor(float16)) of
     output arg ... does not match"); make `to` say what the graph now carries."""
     from onnx import TensorProto
 
     fp16_values = {v.name for v in model.graph.value_info if v.type.tensor_type.elem_type == TensorProto.FLOAT16}
+    fp16_values -= {o.name for o in model.graph.output}
     count = 0
     for node in model.graph.node:
-        if node.op_type == "Cast" and node.output[0] in fp16_values:
+        if node.op_type == "Cast" and node.name in own and node.output[0] in fp16_values:
             for a in node.attribute:
                 if a.name == "to" and a.i == TensorProto.FLOAT:
                     a.i = TensorProto.FLOAT16
