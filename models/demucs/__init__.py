@@ -80,7 +80,7 @@ VARIANTS = {
     # device profile's inputs, so an export that passes is a variant the profile passes.
     "int8": Variant("int8", "int8",
                     passes=(("int8-gated", {"mode": "dynamic", "op_types": ["MatMul", "Gemm"], "reduce_range": True,
-                                            "gate_samples": 1}), ("slim", {})),
+                                            "gate_samples": 1, "named_groups_only": True}), ("slim", {})),
                     tolerance=Tolerance(max_abs=1.0, mean_abs=5e-3),
                     description="dynamic INT8 of the transformer's MatMul/Gemm behind the worst-stem SDR gate: "
                                 "transformer layers that miss it stay FP32"),
