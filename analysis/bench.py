@@ -9,8 +9,9 @@ import time
 
 from xopt import progress
 from xopt.runtime import load
-from xopt.analysis.profiler import drift_between, ensure_variants, noise_floor, run_targets
+from xopt.analysis.profiler import ensure_variants, run_targets
 from xopt.analysis.verdicts import drift_verdict, gate_of
+from xopt.noise import drift_between, floor_feeds, noise_floor
 from xopt.report_schema import SCHEMA_VERSION
 from xopt.stats import latency_summary
 
@@ -27,7 +28,9 @@ def bench_model(name: str, variants, artifacts=None, frames: int = 20, profile_n
     variants = list(dict.fromkeys(["fp32"] + list(variants)))
     profile = get_profile(profile_name)
     manifest = ensure_variants(name, variants, artifacts, profile)
-    feeds = spec.profile_inputs(run_targets(profile, manifest), 4, seed)
+    not_built = {v: manifest.failure(v) for v in variants if not manifest.has(v) and manifest.failure(v)}
+    variants = [v for v in variants if v not in not_built]
+    feeds = floor_feeds(spec, run_targets(profile, manifest), seed)  # the noise floor's inputs, as profile's
     sessions = {"torch fp32": load(manifest, backend="torch")}
     sessions.update({f"ort {v}": load(manifest, backend="ort-cpu", variant=v) for v in variants})
     outputs = {}
@@ -44,7 +47,7 @@ def bench_model(name: str, variants, artifacts=None, frames: int = 20, profile_n
                     s.run(feeds[(r + i) % len(feeds)])
                     times[label].append((time.perf_counter() - t0) * 1e3)
     refs = outputs["ort fp32"]
-    floor = noise_floor(spec, sessions["ort fp32"], feeds, refs, seed)
+    floor = noise_floor(spec, sessions["ort fp32"].run, feeds, seed, refs)
     for s in sessions.values():
         s.close()
     stats = {k: latency_summary(v) for k, v in times.items()}
@@ -63,6 +66,10 @@ def bench_model(name: str, variants, artifacts=None, frames: int = 20, profile_n
         rows.append([label, f"{st['p50']:.2f}", f"{st['p90']:.2f}", f"{torch_p50 / st['p50']:.2f}×",
                      f"{fp32_p50 / st['p50']:.2f}×", "–" if d is None else f"{d:.4g}",
                      "–" if nf is None else f"{nf:.4g}", "–" if ratio_noise is None else f"{ratio_noise:.2f}×"])
+    for v, record in not_built.items():
+        rows.append([f"ort {v}", "–", "–", "–", "–", "not built", "", ""])
+        results[f"ort {v}"] = {"error": f"not built: {record['error']}", "export_failure": record}
+        verdicts.append(f"FAILED: {v} was not built: {record['error']}")
     for variant, need in tg.vs_torch.items():
         got = results.get(f"ort {variant}", {}).get("speedup_vs_torch")
         if got is not None:
@@ -70,13 +77,14 @@ def bench_model(name: str, variants, artifacts=None, frames: int = 20, profile_n
                             f"(target ≥ {need}×)")
     for variant, need in tg.vs_fp32.items():
         res = results.get(f"ort {variant}")
-        if res is None:
+        if res is None or res.get("error"):
             continue
         got = res["speedup_vs_ort_fp32"]
         verdicts.append(f"{'MET' if got >= need else 'MISSED'}: ORT {variant} is {got:.2f}× ORT FP32 (target ≥ {need}×)")
-        gate = drift_verdict(spec, res["drift"], floor)  # the same verdict xopt profile gives this row
+        gate = drift_verdict(spec, res["drift"], floor, manifest.weights, manifest.variant(variant))  # as profile
         res["drift_gate"] = gate
-        verdicts.append(f"{'MET' if gate['passed'] else 'MISSED'}: {variant} drift gate: {gate['text']}")
+        state = {True: "MET", False: "MISSED", None: "NOT APPLIED"}[gate["passed"]]
+        verdicts.append(f"{state}: {variant} drift gate: {gate['text']}")
     shape = {k: list(v.shape) for k, v in feeds[0].items()}
     weights = manifest.weights.get("kind")
     return {"schema_version": SCHEMA_VERSION, "kind": "bench", "model": name, "weights": manifest.weights,

@@ -23,6 +23,10 @@ def _run_variants(spec, hooks, items, manifest, variants, backend) -> list[dict]
     info = {"weights": manifest.weights}
     results = []
     for v in variants:
+        record = manifest.failure(v) if not manifest.has(v) else None
+        if record is not None:  # its export failed its gate: a row that says so, the others still run
+            results.append(er.failed(v, record.get("precision", ""), backend, f"not built: {record['error']}"))
+            continue
         precision = manifest.variant(v)["precision"]
         try:
             with MemoryMonitor() as mon:

@@ -12,14 +12,12 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
-
 from xopt import progress
 from xopt.errors import UserError
-from xopt.compare import compare, worst
+from xopt.noise import drift_between
 from xopt.runtime import load
 from xopt.runtime.memory import MemoryMonitor
-from xopt.stats import latency_summary, mean_terms
+from xopt.stats import latency_summary
 
 from xopt.analysis.previews import PREVIEW_INPUTS
 from xopt.analysis.verdicts import NOT_MEASURED, drift_verdict
@@ -40,19 +38,6 @@ def outputs(session, feeds, on_each=None) -> list[dict]:
         if on_each:
             on_each(i + 1)
     return outs
-
-
-def drift_between(spec, refs: list[dict], outs: list[dict], feeds: list[dict]) -> dict:
-    terms = mean_terms([spec.drift(r, o, f) for r, o, f in zip(refs, outs, feeds)])
-    terms["tensor"] = worst([compare(r, o) for r, o in zip(refs, outs)])
-    return terms
-
-
-def noise_floor(spec, baseline, feeds: list[dict], refs: list[dict], seed: int) -> dict:
-    """The FP32 model's own drift under ±1 input quantum: what 'no real change' looks like."""
-    rng = np.random.default_rng(seed + 1)
-    noisy = [spec.perturb(f, rng) for f in feeds]
-    return drift_between(spec, refs, outputs(baseline, noisy), noisy)
 
 
 def _pipeline_class(spec):
@@ -79,8 +64,9 @@ def _budget(spec, profile, result: dict, on_gpu: bool) -> dict:
                        "passed": fps >= targets["fps"], "value": round(fps, 2), "limit": targets["fps"],
                        "unit": "fps"})
     gate = result["drift_gate"]
-    checks.append({"name": f"drift within the gate ({gate['key']})", "passed": bool(gate["passed"]),
-                   "value": gate["text"], "limit": gate.get("bound"), "unit": gate.get("unit", "")})
+    checks.append({"name": f"drift within the gate ({gate['key']})", "passed": gate["passed"],
+                   "value": gate["text"], "limit": gate.get("bound"), "unit": gate.get("unit", ""),
+                   **({"status": "gate not applied (seeded-random weights)"} if gate["passed"] is None else {})})
     if spec.budget_checks is not None:
         checks.extend(spec.budget_checks(targets, result))
     for c in checks:
@@ -155,6 +141,19 @@ def _does_not_fit(spec, manifest, variant, backend, profile, targets, why: str, 
                                                     "limit": profile.budget_mb, "unit": "MB"}]}}
 
 
+def _not_built(manifest, variant: str, backend: str, record: dict) -> dict:
+    """A variant its export could not build (it failed its gate or parity): a row that says why,
+    with the numbers the export reached, beside the variants that were profiled."""
+    best = (record.get("facts") or {}).get("best") or {}
+    return {"variant": variant, "precision": record.get("precision", ""), "backend": backend, "artifact": None,
+            "error": f"not built: {record['error']}", "export_failure": record,
+            "drift": {}, "drift_ok": False, "latency_ms": {}, "memory": {"kind": "not run", "peak_mb": None},
+            "budget": {"passed": False, "checks": [{"name": f"passed its {record.get('stage', 'gate')} check at export",
+                                                    "passed": False, "value": best.get("value"),
+                                                    "limit": ((record.get("facts") or {}).get("gate") or {}).get("bound"),
+                                                    "unit": ""}]}}
+
+
 def profile_variant(spec, manifest, variant: str, backend: str, feeds, refs, floor, profile, frames: int,
                     seed: int, e2e: bool = True, warmup: int = 1, targets: dict | None = None,
                     session_options: dict | None = None, progress=None, previews_dir: str | Path | None = None,
@@ -187,8 +186,8 @@ def profile_variant(spec, manifest, variant: str, backend: str, feeds, refs, flo
 
         result.update(run_hook(spec, variant, feeds, refs, outs, previews_dir, previews))
     tensor_ok = all(d["finite"] for d in result["drift"]["tensor"].values())
-    result["drift_gate"] = drift_verdict(spec, result["drift"], floor)
-    result["drift_ok"] = bool(result["drift_gate"]["passed"])
+    result["drift_gate"] = drift_verdict(spec, result["drift"], floor, manifest.weights, entry)
+    result["drift_ok"] = result["drift_gate"]["passed"] is not False  # None: measured, not applied
     if not tensor_ok:
         # Model drift terms can look harmless on NaN (a thresholded IoU, a NaN-skipping mean):
         # the variant is reported as failed, with what broke, never as a small drift number.
@@ -309,8 +308,13 @@ def profile_model(name: str, variants: Sequence[str], artifacts: str | Path | No
             fp32_fits = _does_not_fit(spec, manifest, "fp32", REFERENCE_BACKEND, profile, targets, exc.why,
                                       fits_for("fp32"))
             results = [{**fp32_fits, "variant": v_, "precision": manifest.variant(v_)["precision"],
-                        "artifact": manifest.variant(v_)["path"]} for v_ in variants]
+                        "artifact": manifest.variant(v_)["path"]} if manifest.has(v_)
+                       else _not_built(manifest, v_, backend, manifest.failure(v_)) for v_ in variants]
         for v in variants if ref is not None else ():
+            record = manifest.failure(v) if not manifest.has(v) else None
+            if record is not None:
+                results.append(_not_built(manifest, v, backend, record))
+                continue
             job = {**base, "variant": v, "backend": backend, "targets": targets, "frames": frames, "warmup": warmup,
                    "e2e": e2e, "floor": ref["floor"], "previews_dir": previews_dir and str(previews_dir),
                    "previews": PREVIEW_INPUTS if previews is None else previews, "inputs_file": inputs and str(inputs)}

@@ -42,7 +42,9 @@ def budget_status(budget: dict) -> str:
     checks = budget.get("checks", [])
     if not budget.get("passed"):
         return "FAIL"
-    return "pass (some targets not measured here)" if any(c.get("passed") is None for c in checks) else "pass"
+    notes = sorted({"drift gate not applied" if c["name"].startswith("drift within") else "some targets not measured here"
+                    for c in checks if c.get("passed") is None})
+    return f"pass ({'; '.join(notes)})" if notes else "pass"
 
 
 def _lat(lat: dict | None, key: str) -> str:
@@ -88,7 +90,7 @@ def summary_rows(report: dict, compact: bool = False) -> tuple[list[str], list[l
         max_abs = max((t["max_abs"] for t in d.get("tensor", {}).values()), default=None)
         lat, e2e = r["latency_ms"], r.get("latency_e2e_ms")
         gate = r.get("drift_gate") or {}
-        gate_text = ("pass" if gate.get("passed") else "FAIL") + (
+        gate_text = {True: "pass", None: "not applied"}.get(gate.get("passed"), "FAIL") + (
             f" ({gate['ratio_to_noise']:.1f}x noise)" if gate.get("ratio_to_noise") is not None else "")
         if r.get("error"):
             gate_text = f"FAILED: {r['error']}"

@@ -9,7 +9,8 @@ from pathlib import Path
 
 from xopt import progress
 from xopt.analysis import sweep_file
-from xopt.analysis.sweep_exec import export_recipe, failed_record, ident_key, ident_record, key_of, run_point
+from xopt.analysis.sweep_exec import (export_recipe, failed_record, ident_key, ident_record, key_of, not_built,
+                                      run_point)
 from xopt.analysis.sweep_store import Store
 from xopt.errors import UserError
 
@@ -89,6 +90,10 @@ def execute_sequential(sweep, todo: dict, tracker: Tracker) -> None:
             continue
         tracker.exported(rk, info)
         for p in points:
+            record = not_built(p, info)
+            if record is not None:
+                tracker.finished(record)
+                continue
             key = key_of(p, info["sha256"])
             if tracker.reuse(key):
                 continue

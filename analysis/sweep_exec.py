@@ -49,7 +49,14 @@ def export_recipe(recipe: Recipe, variants: list[str]) -> dict:
     manifest = export_model(recipe.model, variants, out_dir=out, checkpoint=recipe.checkpoint, config=recipe.config,
                             config_overrides=dict(recipe.config_overrides) or None, seed=recipe.seed)
     return {"dir": str(out), "sha256": {v["name"]: v["sha256"] for v in manifest.variants},
+            "failed": {f["name"]: f["error"] for f in manifest.failed if not manifest.has(f["name"])},
             "weights": manifest.weights, "node": current_node(), "wall_s": round(time.perf_counter() - t0, 2)}
+
+
+def not_built(point: Point, info: dict) -> dict | None:
+    """The record of a point whose variant its export could not build (it failed its gate)."""
+    error = (info.get("failed") or {}).get(point.variant)
+    return ident_record(point, f"not built: {error}") if error and point.variant not in info["sha256"] else None
 
 
 def key_of(point: Point, shas: dict[str, str]) -> str | None:

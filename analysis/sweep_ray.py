@@ -13,7 +13,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from xopt.analysis.sweep_exec import adopt, export_recipe, failed_record, ident_record, key_of, needs_gpu, run_point
+from xopt.analysis.sweep_exec import (adopt, export_recipe, failed_record, ident_record, key_of, needs_gpu, not_built,
+                                      run_point)
 from xopt.errors import UserError
 
 
@@ -128,6 +129,10 @@ def _submit_points(rk, points, blob_ref, value, tracker, point_cpu, point_gpu, r
     tracker.exported(rk, info)
     out = []
     for p in points:
+        record = not_built(p, info)
+        if record is not None:
+            tracker.finished(record)
+            continue
         key = key_of(p, info["sha256"])
         if tracker.reuse(key):
             continue

@@ -78,6 +78,8 @@ def drift_text(r: dict, report: dict) -> str:
     limit = f"gate {sign} {bound:.4g}{unit}" if bound is not None else None
     detail = "; ".join(p for p in (noise, limit) if p)
     value = f"{g.get('key')} {_val(g.get('value'), unit)}"
+    if g.get("passed") is None and g.get("applied") is False:
+        return f"{value}" + (f" ({noise})" if noise else "") + "; drift gate not applied (seeded-random weights)"
     if not g.get("passed"):
         why = g.get("text") if g.get("value") is None or _num(g.get("value")) is None else detail
         return f"fails its drift gate: {value} ({why})"
@@ -140,7 +142,7 @@ def not_measured_line(report: dict) -> str:
     seen: dict[str, str] = {}
     for r in report.get("results", []):
         for c in (r.get("budget") or {}).get("checks", []):
-            if c.get("passed") is None:
+            if c.get("passed") is None and not c["name"].startswith("drift within"):
                 seen.setdefault(c["name"], c.get("status") or "not measured here")
     if not seen:
         return ""
@@ -149,7 +151,7 @@ def not_measured_line(report: dict) -> str:
 
 
 def passes(r: dict) -> bool:
-    return not r.get("error") and bool((r.get("drift_gate") or {}).get("passed")) and \
+    return not r.get("error") and (r.get("drift_gate") or {}).get("passed") is not False and \
         all(c.get("passed") is not False for c in (r.get("budget") or {}).get("checks", []))
 
 
@@ -168,6 +170,8 @@ def ship_line(report: dict) -> str:
     fastest = min(ok, key=speed)
     base = baseline(report)
     gain = f", {speed_text(fastest, base)}" if base is not None and fastest is not base else ""
+    if (report.get("weights") or {}).get("kind") == "seeded-random":
+        gain += " (drift gates not applied to seeded-random weights: pass --checkpoint to judge drift)"
     on_host = profile.get("kind") == "gpu" and all((r.get("memory") or {}).get("kind") != "vram-nvml"
                                                     for r in results if not r.get("error"))
     if not on_host:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any, Mapping
 
-from xopt.gate import bounds as gate_bounds, loosest, within
+from xopt.gate import applies, bounds as gate_bounds, drop, loosest, within
 from xopt.spec import DriftGate
 
 NOT_MEASURED = "not measured here"
@@ -17,8 +17,33 @@ def gate_of(spec) -> DriftGate:
     return DriftGate(key=spec.drift_keys[0] if spec.drift_keys else "mae")
 
 
-def drift_verdict(spec, drift: Mapping[str, Any], floor: Mapping[str, Any]) -> dict:
-    """Whether a variant's domain drift is within the spec's gate (see DriftGate), with the numbers."""
+def export_gate(entry: Mapping[str, Any] | None) -> dict:
+    """The gate a gated pass judged this variant by at export (its --max-drop and noise multiple),
+    so the profile judges it the same way; {} for a variant without a gated pass."""
+    for p in (entry or {}).get("passes", []):
+        gate = (p.get("facts") or {}).get("gate")
+        if gate:
+            return gate
+    return {}
+
+
+def drift_verdict(spec, drift: Mapping[str, Any], floor: Mapping[str, Any], weights: Mapping[str, Any] | None = None,
+                  entry: Mapping[str, Any] | None = None) -> dict:
+    """Whether a variant's domain drift is within the spec's gate (see DriftGate), with the numbers.
+    `weights` (the manifest's): on seeded-random weights a gate that fails is not applied
+    (xopt.gate.applies: a chaotic network amplifies any rounding) and `passed` is None, while one
+    that passes still says so (the error is small even amplified); non-finite outputs always
+    fail. `entry` (the variant's manifest entry): the --max-drop its export was gated with
+    applies here too."""
+    verdict = _drift_verdict(spec, drift, floor, export_gate(entry))
+    applied, why = applies(weights, export_gate(entry).get("max_drop"))
+    if weights is None or applied or verdict["passed"] or verdict["text"].startswith(("NaN", "no finite")):
+        return verdict
+    return {**verdict, "passed": None, "would_pass": verdict["passed"], "applied": False,
+            "text": f"gate not applied: {verdict['text']}; {why}"}
+
+
+def _drift_verdict(spec, drift, floor, exported: Mapping[str, Any]) -> dict:
     gate = gate_of(spec)
     tensor = drift.get("tensor") or {}
     finite = all(d.get("finite", True) for d in tensor.values()) and drift.get("finite", True) is not False
@@ -32,6 +57,17 @@ def drift_verdict(spec, drift: Mapping[str, Any], floor: Mapping[str, Any]) -> d
     if value is None or not math.isfinite(float(value)):
         return {**out, "passed": False, "text": f"no finite {gate.key}"}
     value = float(value)
+    max_drop = exported.get("max_drop")
+    if max_drop is not None:  # the export's own gate, in the term's units
+        ok = drop(gate, value) <= float(max_drop)
+        return {**out, "passed": ok, "bound": max_drop, "bound_kind": "max_drop",
+                "text": f"{gate.key} {value:.4g}{gate.unit} {'meets' if ok else 'misses'} a drop <= {max_drop:g}"
+                        f"{gate.unit} (--max-drop at export)"}
+    multiple = exported.get("noise_multiple") or gate.noise_multiple
+    if multiple != gate.noise_multiple:
+        from dataclasses import replace
+
+        gate = replace(gate, noise_multiple=multiple)
     found = gate_bounds(gate, noise)
     if not found:
         return {**out, "passed": True, "text": f"{gate.key} {value:.4g} (no noise floor or limit to judge it)"}

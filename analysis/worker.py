@@ -27,7 +27,8 @@ def _context(job: dict):
 
 def _reference(job: dict) -> dict:
     from xopt.analysis.isolate import load_feeds, save_feeds
-    from xopt.analysis.profiler import REFERENCE_BACKEND, noise_floor, outputs
+    from xopt.analysis.profiler import REFERENCE_BACKEND, outputs
+    from xopt.noise import floor_feeds, noise_floor
     from xopt.runtime import load
     from xopt.runtime.memory import MemoryMonitor
 
@@ -40,7 +41,10 @@ def _reference(job: dict) -> dict:
     with MemoryMonitor() as mon:
         with load(manifest, backend=REFERENCE_BACKEND, variant="fp32", **job.get("session_options", {})) as base:
             refs = outputs(base, feeds, lambda i: _progress("reference outputs", i, len(feeds)))
-            floor = noise_floor(spec, base, feeds, refs, job["seed"])
+            if job.get("inputs_file"):  # the user's inputs: their own floor
+                floor = noise_floor(spec, base.run, feeds, job["seed"], refs)
+            else:  # the model's floor at these targets, as the export's gate and xopt bench measure it
+                floor = noise_floor(spec, base.run, floor_feeds(spec, job["targets"], job["seed"]), job["seed"])
     save_feeds(work / "feeds.npz", feeds)
     save_feeds(work / "refs.npz", refs)
     return {"floor": floor, "inputs": {k: list(v.shape) for k, v in feeds[0].items()}, "n": len(feeds),

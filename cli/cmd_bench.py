@@ -33,4 +33,8 @@ def run(args) -> int:
         print(line)
     if args.out:
         write_json(args.out, result, force=args.force)
+    if any(r.get("export_failure") for r in result["results"].values()):
+        from xopt.cli.cmd_export import EXIT_SOME_FAILED
+
+        return EXIT_SOME_FAILED
     return 0

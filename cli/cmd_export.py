@@ -116,27 +116,47 @@ def run(args) -> int:
         if args.engine:
             from xopt.export.engines import add_engines
 
-            add_engines(spec, manifest, engine_for, args.engine, profile, force=args.force,
+            add_engines(spec, manifest, [v for v in engine_for if manifest.has(v)], args.engine, profile,
+                        force=args.force,
                         options=pass_options(args).get("engine"))
     note = log_summary(log)
     if note:
         console().print(note, style="dim", markup=False)
+    from xopt.export.pipeline import failed_in
+
+    requested = [v for v in variants if not manifest.has(v)]
     rows = [[v["name"], v["precision"], v["path"], f"{v['size_bytes'] / 2**20:.1f}",
-             f"{v['parity']['max_abs']:.3g}", "pass" if v["parity"]["passed"] else "FAIL",
+             f"{v['parity']['max_abs']:.3g}",
+             ("pass (its gate)" if v["parity"].get("acceptance") else "pass") if v["parity"]["passed"] else "FAIL",
              ", ".join(f"{e['path']}{' (cache hit)' if e.get('cache_hit') else ''}" for e in v.get("engines", []))]
             for v in manifest.variants]
+    rows += [[f["name"], f["precision"], "not written", "", "", f"FAILED ({f['stage']})", ""]
+             for f in failed_in(manifest, requested)]
     console().print(table(f"{spec.name} → {manifest.directory} (weights: {manifest.weights.get('kind')})",
                             ["variant", "precision", "file", "MB", "parity max abs", "parity", "engines"], rows))
-    for line in gate_lines(manifest.variants):
+    for line in gate_lines([v for v in manifest.variants if v["name"] in variants]):
         console().print(line, markup=False)
     choice = (manifest.config or {}).get("chunk_choice")
     if choice:
         console().print(f"chunking: {choice}", markup=False)
+    failures = failed_in(manifest, requested)
+    for f in failures:
+        console().print(f"{f['name']}: FAILED its {f['stage']} check, not written: {f['error']}", markup=False)
+    if failures:
+        kept = ", ".join(v["name"] for v in manifest.variants if v["name"] in variants)
+        console().print(f"kept {kept} in {manifest.directory}; exit {EXIT_SOME_FAILED}: "
+                        f"{len(failures)} variant(s) failed", markup=False)
+        return EXIT_SOME_FAILED
     return 0
+
+
+EXIT_SOME_FAILED = 3  # finished, wrote what passed; some variant failed its gate (README: exit codes)
 
 
 def gate_lines(entries) -> list[str]:
     """What each gated pass kept in higher precision, and the gate's result."""
+    from xopt.optimize.precision_search import speed_text
+
     out = []
     for v in entries:
         for p in v.get("passes", []):
@@ -144,12 +164,13 @@ def gate_lines(entries) -> list[str]:
             gate = facts.get("gate")
             if not gate:
                 continue
-            speed = facts.get("drift_vs_speed") or []
-            chosen = next((c for c in speed if c.get("fp32_groups") == len(facts.get("fp32_groups", []))), {})
-            tail = f"; {chosen['speedup']:.2f}x FP32 (gate inputs, timed in the export)" if chosen.get("speedup") else ""
+            speed = speed_text(gate.get("speed"))
             cal = facts.get("calibration")
             cal_text = f"; calibration {cal['method']}, per-channel {cal['per_channel']}" if cal else ""
-            out.append(f"{v['name']}: gate passed: {gate['text']}{tail}{cal_text}")
+            state = "gate passed" if gate.get("applied", True) else "gate"
+            out.append(f"{v['name']}: {state}: {gate['text']}" + (f"; {speed}" if speed else "") + cal_text)
+            if not gate.get("applied", True):
+                continue
             kept = facts.get("fp32_groups") or []
             if kept:
                 out.append(f"  kept in FP32 ({len(kept)} of {facts.get('groups')} groups): "

@@ -133,4 +133,10 @@ def run(args) -> int:
     if note:
         console().print(note, style="dim")
     console().print(f"wrote {paths['json']}, {paths['md'].name}, {paths['html'].name}")
+    not_built = [r["variant"] for r in report["results"] if r.get("export_failure")]
+    if not_built:  # the report holds them as rows; the exit code tells a script (README: exit codes)
+        from xopt.cli.cmd_export import EXIT_SOME_FAILED
+
+        console().print(f"exit {EXIT_SOME_FAILED}: {', '.join(not_built)} could not be built", markup=False)
+        return EXIT_SOME_FAILED
     return 0

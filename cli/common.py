@@ -35,7 +35,13 @@ def export_missing(spec, variant: str, artifacts) -> None:
     from xopt.analysis.quiet import log_summary, quiet_export
 
     with quiet_export(spec.name) as log:
-        ensure_variants(spec.name, [variant], artifacts, None)
+        manifest = ensure_variants(spec.name, [variant], artifacts, None)
     note = log_summary(log)
     if note:  # stderr: stdout lists the files written
         print(f"xopt: {note}", file=sys.stderr)
+    record = manifest.failure(variant) if not manifest.has(variant) else None
+    if record is not None:
+        from xopt.errors import UserError
+
+        raise UserError(f"variant {variant} could not be built: {record['error']}",
+                        "run another --variant, or gate it on a checkpoint (--checkpoint) or a looser --max-drop")

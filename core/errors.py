@@ -101,3 +101,15 @@ class BudgetError(UserError):
 
     def __init__(self, what: str, suggestion: str):
         super().__init__(f"{what} does not fit the budget", suggestion)
+
+
+class GateFailed(UserError):
+    """No build of a gated variant meets its drift gate. `facts` hold what was reached (the best
+    drift and its speed, the groups kept, the builds tried) for the manifest and the report: a
+    failing variant is a result, recorded beside the variants that passed."""
+
+    exit_code = 3
+
+    def __init__(self, problem: str, fix: str, facts: dict):
+        super().__init__(problem, fix)
+        self.facts = facts

@@ -58,12 +58,28 @@ def within(gate: DriftGate, value: float, bound: float) -> bool:
     return value >= bound if gate.higher_is_better else value <= bound
 
 
+NOT_APPLIED = ("seeded-random weights are chaotic, so a gate in the model's terms means nothing on them; "
+               "pass --checkpoint (or --max-drop) to gate")
+
+
+def applies(weights: dict | None, max_drop: float | None) -> tuple[bool, str]:
+    """Whether a drift gate is enforced for these weights: always for a checkpoint or an explicit
+    `max_drop`; not on seeded-random weights, where every perturbation is amplified (INT8 rounding
+    moves a random MODNet's matte 10x its ±1-grey-level noise floor) and no build could pass."""
+    if max_drop is not None or (weights or {}).get("kind") != "seeded-random":
+        return True, ""
+    return False, NOT_APPLIED
+
+
 class Judge:
-    """Whether a domain value passes: the spec's gate at `multiple` x the noise floor, or `max_drop`."""
+    """Whether a domain value passes: the spec's gate at `multiple` x the noise floor, or `max_drop`.
+    With `applied` False the gate is measured and described but decides nothing (`ok` is always
+    true; `would_pass` says what it would have said)."""
 
     def __init__(self, gate: DriftGate, noise: float | None, multiple: float | None = None,
-                 max_drop: float | None = None):
+                 max_drop: float | None = None, applied: bool = True, why_not: str = ""):
         self.gate, self.noise, self.max_drop = gate, noise, max_drop
+        self.applied, self.why_not = applied, why_not
         self.multiple = gate.noise_multiple if multiple is None else multiple
         found = bounds(gate, noise, self.multiple)
         self.kind, self.bound = loosest(gate, found) if found else (None, None)
@@ -71,6 +87,11 @@ class Judge:
             raise ValueError(f"gate {gate.key} has neither a noise floor nor a limit to judge by")
 
     def ok(self, value: float) -> bool:
+        if not math.isfinite(value):
+            return False
+        return self.would_pass(value) if self.applied else True
+
+    def would_pass(self, value: float) -> bool:
         if not math.isfinite(value):
             return False
         if self.max_drop is not None:
@@ -93,4 +114,5 @@ class Judge:
         return {"key": self.gate.key, "higher_is_better": self.gate.higher_is_better, "noise_floor": self.noise,
                 "noise_multiple": self.multiple, "limit": self.gate.limit, "max_drop": self.max_drop,
                 "bound": self.bound, "bound_kind": "max_drop" if self.max_drop is not None else self.kind,
-                "unit": self.gate.unit, "text": self.describe()}
+                "unit": self.gate.unit, "text": self.describe(), "applied": self.applied,
+                **({"why_not_applied": self.why_not} if not self.applied else {})}

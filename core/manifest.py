@@ -30,6 +30,9 @@ class Manifest:
     created: str = ""
     directory: Path | None = None  # where it was loaded from; artifact paths are relative to it
     schema_version: int = SCHEMA_VERSION
+    # variants asked for that did not pass their gate: {name, precision, stage, error, recipe, facts};
+    # no artifact is written for them, and a re-export with the same recipe reports them again
+    failed: list[dict] = field(default_factory=list)
 
     def to_json(self) -> dict:
         return {
@@ -42,6 +45,7 @@ class Manifest:
             "versions": self.versions,
             "machine": self.machine,
             "created": self.created or time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            **({"failed": self.failed} if self.failed else {}),
         }
 
     def variant(self, name: str) -> dict:
@@ -57,6 +61,13 @@ class Manifest:
 
     def upsert(self, entry: dict) -> None:
         self.variants = [v for v in self.variants if v["name"] != entry["name"]] + [entry]
+        self.failed = [f for f in self.failed if f["name"] != entry["name"]]
+
+    def record_failure(self, record: dict) -> None:
+        self.failed = [f for f in self.failed if f["name"] != record["name"]] + [record]
+
+    def failure(self, name: str) -> dict | None:
+        return next((f for f in self.failed if f["name"] == name), None)
 
     def path_of(self, name: str, key: str = "path") -> Path:
         rel = self.variant(name)[key]
@@ -116,11 +127,15 @@ def from_json(data: Any, path: str | Path = "manifest") -> Manifest:
     for key in ("config", "versions", "machine"):
         if not isinstance(data.get(key, {}), dict):
             raise _bad(path, f"'{key}' is not an object")
+    failed = data.get("failed", [])
+    if not isinstance(failed, list) or not all(isinstance(f, dict) and isinstance(f.get("name"), str)
+                                               and isinstance(f.get("error"), str) for f in failed):
+        raise _bad(path, "'failed' must be a list of {name, error, ...} objects")
     return Manifest(
         model=data["model"], weights=data["weights"], config=data.get("config", {}),
         covers=data.get("covers", "whole model"), variants=data["variants"], versions=data.get("versions", {}),
         machine=data.get("machine", {}), created=data.get("created", ""),
-        directory=path.parent, schema_version=version,
+        directory=path.parent, schema_version=version, failed=failed,
     )
 
 

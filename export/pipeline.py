@@ -8,13 +8,14 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from xopt import progress
 from xopt.atomic import atomic_path, dir_lock, dumps, is_disk_full
-from xopt.errors import OutputExistsError, UserError
+from xopt.errors import GateFailed, OutputExistsError, ParityError, UserError
 from xopt import compare as parity
 from xopt.runtime.backends.torch_eager import torch_outputs
 from xopt.export.onnx_export import io_signature, opset_of, to_onnx
@@ -157,10 +158,12 @@ class _Exporter:
         if staged == base:
             staged = self.workdir / f"{variant.name}.onnx"
             shutil.copyfile(base, staged)
-        tol = dict(self.tolerances.get(variant.name) or variant.tolerance.as_dict())
+        tol, acceptance = self.acceptance(variant, applied)
         with progress.step(f"{spec.name} {variant.name}: parity vs FP32 {'reference' if self.source else 'PyTorch'}"):
             result = gate(staged, f"{spec.name} {variant.name}", self.feeds, self.refs, tol, variant.ort_options,
                           f"the {self.source.weights.get('kind')} model" if self.source else "PyTorch FP32", backend)
+        if acceptance:
+            result["acceptance"] = acceptance
         inputs, outputs = io_signature(staged)
         entry = {
             "name": variant.name, "precision": variant.precision, "path": artifact_name(spec.name, variant.name),
@@ -175,6 +178,21 @@ class _Exporter:
         if spec.graphs is not None and variant.with_graphs:
             entry["graphs"] = self.make_graphs(variant, built, staged, entry, tol, backend)
         return staged, entry
+
+    def acceptance(self, variant: Variant, applied: list[dict]) -> tuple[dict, str | None]:
+        """The parity bounds a variant must meet, and what accepted it when that was not them.
+
+        One gate per variant: a gated pass already judged the variant in the model's own terms
+        (or recorded why its gate was not applied), against the FP32 graph that itself matches
+        PyTorch; a second, fixed tolerance would only contradict it. Its parity check then
+        records the numbers and refuses only non-finite outputs. A --tolerance the user gave
+        still applies."""
+        own = self.tolerances.get(variant.name)
+        gated = next(((p["name"], p["facts"]["gate"]) for p in applied if (p.get("facts") or {}).get("gate")), None)
+        if own or gated is None:
+            return dict(own or variant.tolerance.as_dict()), None
+        name, facts = gated
+        return {}, f"the {name} pass's drift gate ({facts.get('text', '')}); parity numbers recorded, finite required"
 
     def _graph_refs(self) -> dict:
         """Outputs of every extra graph of the FP32 build on its validation feeds (once per export)."""
@@ -281,6 +299,7 @@ def export_model(name: str, variants: Sequence[str] = ("fp32",), out_dir: str | 
             target = out_dir / artifact_name(name, v.name)
             if target.exists() and not force:
                 raise OutputExistsError(target)
+            parity_backend(v.precision)  # before any work: a BF16 graph may not be checkable here
         _remove_debris(out_dir)
         workdir = Path(tempfile.mkdtemp(prefix=WORKDIR_PREFIX, dir=out_dir))
         try:
@@ -299,10 +318,17 @@ def export_model(name: str, variants: Sequence[str] = ("fp32",), out_dir: str | 
             if manifest is None:
                 manifest = Manifest(model=name, weights=source.weights if source else built.weights.to_json(),
                                     config=cfg, covers=spec.covers)
-            staged = []
+            staged, failed = [], []
             fp32_path = None if any(v.name == "fp32" for v in todo) else manifest.path_of("fp32")
             for v in todo:
-                path, entry = exporter.make_variant(v, fp32_path)
+                try:
+                    path, entry = exporter.make_variant(v, fp32_path)
+                except (GateFailed, ParityError) as exc:
+                    if v.name == "fp32":  # every other variant is built from it
+                        raise
+                    failed.append(_failure(v, exc, _recipe(v, pass_options or {})))
+                    progress.info(f"{name} {v.name}: FAILED: {exc.problem}")
+                    continue
                 if v.name == "fp32":
                     fp32_path = path
                 if source:
@@ -310,6 +336,8 @@ def export_model(name: str, variants: Sequence[str] = ("fp32",), out_dir: str | 
                 staged.append((path, entry))
             for _, entry in staged:
                 manifest.upsert(entry)
+            for record in failed:
+                manifest.record_failure(record)
             manifest.versions = versions()
             manifest.machine = {k: v for k, v in describe().items() if k != "versions"}
             manifest.directory = out_dir
@@ -322,6 +350,23 @@ def export_model(name: str, variants: Sequence[str] = ("fp32",), out_dir: str | 
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
     return manifest
+
+
+def _failure(variant: Variant, exc: UserError, recipe) -> dict:
+    """The manifest's record of a variant that did not pass: its gate or parity numbers, kept so
+    profile, bench and eval can show it as a row and a re-export with the same recipe says so."""
+    stage = "gate" if isinstance(exc, GateFailed) else "parity"
+    facts = exc.facts if isinstance(exc, GateFailed) else {"outputs": exc.diffs, "tolerance": exc.tolerance}
+    return {"name": variant.name, "precision": variant.precision, "stage": stage, "error": exc.one_line(),
+            "recipe": [{"name": n, "options": o} for n, o in recipe], "facts": facts,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+
+
+def failed_in(manifest: Manifest | None, names: Sequence[str]) -> list[dict]:
+    """The manifest's failure records of `names`, in that order."""
+    if manifest is None:
+        return []
+    return [f for f in (manifest.failure(n) for n in names) if f is not None]
 
 
 def _commit(out_dir: Path, staged: list[tuple[Path, dict]], manifest: Manifest) -> None:
@@ -362,6 +407,12 @@ def _todo(manifest: Manifest | None, wanted: list[Variant], out_dir: Path, pass_
         return list(wanted)
     todo = []
     for v in wanted:
+        earlier = manifest.failure(v.name)
+        if earlier is not None and not manifest.has(v.name) \
+                and [(r["name"], r["options"]) for r in earlier.get("recipe", [])] == _recipe(v, pass_options):
+            progress.info(f"{manifest.model} {v.name}: failed with the same settings in an earlier export, kept as "
+                          "that result (pass --force to build it again)")
+            continue
         if not manifest.has(v.name):
             target = out_dir / artifact_name(manifest.model, v.name)
             if target.exists():

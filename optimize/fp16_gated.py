@@ -53,7 +53,8 @@ class Fp16GatedPass(Pass):
 
             cap = None if opts["max_fp32_groups"] < 0 else opts["max_fp32_groups"]
             search = ps.Search(build, groups, ev, judge, cap, "FP16", opts["localise"] == "always")
-            best, kept, found = search.run(model, src)
+            with ps.counted(f"{spec.name}: FP16 behind the {spec.gate.key} gate", ev, search.planned_builds()):
+                best, kept, found = search.run(model, src)
             Path(best).replace(dst)
         return {**facts, **found}
 

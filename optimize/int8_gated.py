@@ -71,20 +71,27 @@ class Int8GatedPass(Pass):
         facts: dict = {"mode": opts["mode"], "always_fp32_nodes": len(never)}
         ev, judge, gate_facts = ps.setup(spec, src, opts, ctx)
         facts.update(gate_facts)
-        with tempfile.TemporaryDirectory(dir=ctx.workdir) as tmp:
+        if not judge.applied:  # nothing to choose by: the spec's first method, per-channel weights
+            opts = {**opts, "calibrate_methods": [m for m in opts["calibrate_methods"] if m in calibration.METHODS][:1],
+                    "per_channel": "true" if opts["per_channel"] == "auto" else opts["per_channel"]}
+        cap = None if opts["max_fp32_groups"] < 0 else opts["max_fp32_groups"]
+        search = ps.Search(None, groups, ev, judge, cap, "INT8", opts["localise"] == "always")
+        methods = [m for m in opts["calibrate_methods"] if m in calibration.METHODS] or ["minmax"]
+        trials = len(methods) * (2 if opts["per_channel"] == "auto" else 1) if static else 0
+        trials = 0 if trials == 1 else trials
+        with tempfile.TemporaryDirectory(dir=ctx.workdir) as tmp, \
+                ps.counted(f"{spec.name}: INT8 behind the {spec.gate.key} gate", ev, trials + search.planned_builds()):
             tmp = Path(tmp)
             q = _Quantizer(src, tmp, opts, never)
             if static:
                 tensors, infos = calibration.candidate_tensors(model, set(opts["op_types"]))
                 feeds = list(ctx.calibration(opts["calib_samples"]))
-                methods = [m for m in opts["calibrate_methods"] if m in calibration.METHODS] or ["minmax"]
                 found, cal_facts = calibration.ranges(src, tensors, infos, feeds, methods, opts["calib_memory_mb"],
                                                       opts["percentile"])
                 facts.update(cal_facts)
                 facts["calibration_trials"] = q.choose(found, ev, judge)
                 facts["calibration"] = {"method": q.method, "per_channel": q.per_channel}
-            cap = None if opts["max_fp32_groups"] < 0 else opts["max_fp32_groups"]
-            search = ps.Search(q.build, groups, ev, judge, cap, "INT8", opts["localise"] == "always")
+            search.make = q.build
             best, kept, found_facts = search.run(model, src)
             Path(best).replace(dst)
         del model
@@ -101,6 +108,11 @@ class _Quantizer:
     def choose(self, found: dict, ev, judge) -> list[dict]:
         """The calibration method and per-channel choice whose all-INT8 build is closest to FP32."""
         pcs = [True, False] if self.opts["per_channel"] == "auto" else [self.opts["per_channel"] == "true"]
+        if len(found) == 1 and len(pcs) == 1:  # one setting: nothing to choose, no trial build
+            (self.method, found_ranges), = found.items()
+            self.per_channel = pcs[0]
+            self.cache = calibration.save_cache(found_ranges, self.tmp / f"ranges-{self.method}.json")
+            return []
         trials, best = [], None
         for method, found_ranges in found.items():
             cache = calibration.save_cache(found_ranges, self.tmp / f"ranges-{method}.json")

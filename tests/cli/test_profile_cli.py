@@ -54,11 +54,14 @@ def test_verdicts_agree_and_unmeasurable_targets_are_not_failures(profiled):
     _, r, rep = profiled
     fp32, _, int8 = rep["results"]
     assert fp32["drift_gate"]["passed"] and fp32["budget"]["passed"]
-    # seeded-random toy INT8 drifts far past 3x the noise floor: the gate says so, everywhere
-    assert not int8["drift_gate"]["passed"] and int8["drift_gate"]["ratio_to_noise"] > 3
-    assert "FAIL" in r.out
+    # seeded-random toy INT8 drifts far past 3x the noise floor: on a chaotic random network that
+    # means nothing, so the gate is measured and not applied (never FAIL), and says why
+    gate = int8["drift_gate"]
+    assert gate["passed"] is None and gate["would_pass"] is False and gate["ratio_to_noise"] > 3
+    assert gate["text"].startswith("gate not applied: mae ") and "seeded-random" in gate["text"]
+    assert "FAIL" not in r.out and "drift gate not applied (seeded-random weights)" in r.out
     gate_check = [c for c in int8["budget"]["checks"] if c["name"].startswith("drift within the gate")]
-    assert gate_check and gate_check[0]["passed"] is False
+    assert gate_check and gate_check[0]["passed"] is None and int8["budget"]["passed"] is True
 
 
 def test_a_gpu_target_on_a_cpu_host_reads_not_measured_here(toy, tmp_path):
@@ -153,4 +156,4 @@ def test_narrow_terminal_gets_a_block_per_variant(profiled):
     buf = StringIO()
     print_summary(rep, Console(file=buf, width=80))
     text = buf.getvalue()
-    assert "int8 (ort-cpu)" in text and "  drift gate: FAIL" in text and "┃" not in text
+    assert "int8 (ort-cpu)" in text and "  drift gate: not applied" in text and "┃" not in text

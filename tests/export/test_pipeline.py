@@ -63,14 +63,30 @@ def test_other_weights_into_same_dir_refused(tmp_path):
         export_model("toy", ["fp16"], out_dir=tmp_path, seed=3)
 
 
-def test_parity_failure_lists_outputs_and_writes_nothing(tmp_path):
-    with pytest.raises(ParityError) as err:
-        export_model("toy", ["strict16"], out_dir=tmp_path)
-    msg = str(err.value)
-    assert "output: max_abs=" in msg and "max_rel=" in msg and "\n" not in msg
-    assert err.value.diffs["output"]["max_abs"] > 1e-9
+def test_a_parity_failure_is_recorded_and_the_baseline_kept(tmp_path):
+    """A failing variant is a result: the FP32 baseline that passed is written, the variant that
+    failed is not, and the manifest records its per-output numbers."""
+    m = export_model("toy", ["strict16"], out_dir=tmp_path)
+    assert m.has("fp32") and not m.has("strict16")
+    (rec,) = m.failed
+    assert rec["name"] == "strict16" and rec["stage"] == "parity"
+    assert "output: max_abs=" in rec["error"] and "max_rel=" in rec["error"] and "\n" not in rec["error"]
+    assert rec["facts"]["outputs"]["output"]["max_abs"] > 1e-9 and rec["facts"]["tolerance"] == {"max_abs": 1e-9}
     assert not (tmp_path / "toy_strict16.onnx").exists()
-    assert not (tmp_path / "manifest.json").exists(), "manifest must be written only after every artifact passed"
+    assert load(tmp_path).failed == m.failed  # on disk, for profile, bench and a re-export
+
+
+def test_a_failing_fp32_baseline_still_stops_the_export(tmp_path, monkeypatch):
+    """Every other variant is built from FP32: when it fails nothing is written."""
+    from xopt.export import pipeline
+
+    def refuse(outs, label, feeds, refs, tolerance, reference="PyTorch FP32"):
+        raise ParityError(label, {"output": {"max_abs": 1.0, "max_rel": 1.0, "mean_abs": 1.0}}, {"max_abs": 0.0})
+
+    monkeypatch.setattr(pipeline, "gate_outputs", refuse)
+    with pytest.raises(ParityError):
+        export_model("toy", ["fp16"], out_dir=tmp_path)
+    assert not (tmp_path / "manifest.json").exists() and not list(tmp_path.glob("*.onnx"))
 
 
 def test_checkpoint_provenance(tmp_path):

@@ -103,3 +103,39 @@ def test_an_unreachable_gate_fails_naming_the_best_drift(fp32, tmp_path):
     assert "no mix of precisions meets the gate mae drop <= 0" in msg
     assert "the best reached was mae" in msg and "groups in FP32" in msg and "x FP32's speed" in msg
     assert not (tmp_path / "never.onnx").exists()
+
+
+def test_seeded_random_weights_get_the_spec_build_with_the_gate_measured_not_applied(fp32, tmp_path):
+    """No --max-drop on seeded-random weights: no search (one build), the spec's calibration
+    setting, the drift and the would-be verdict recorded, and a speed from alternating rounds."""
+    p = get_pass("int8-gated")
+    ctx = _ctx(tmp_path)
+    ctx.weights = {"kind": "seeded-random", "seed": 0}
+    opts = p.options.resolve({**FAST, "calibrate_methods": ["minmax", "entropy"], "per_channel": "auto",
+                              "speed_rounds": 3})
+    facts = p.apply(fp32, tmp_path / "fixed.onnx", opts, ctx)
+    gate = facts["gate"]
+    assert gate["applied"] is False and gate["passed"] is None and "seeded-random" in gate["why_not_applied"]
+    assert isinstance(gate["would_pass"], bool) and gate["value"] > 0
+    assert gate["text"].startswith("not applied: mae ")
+    assert facts["gate_evaluations"] == 1 and facts["fp32_groups"] == [] and facts["layer_drift"] is None
+    assert facts["calibration"] == {"method": "minmax", "per_channel": True} and facts["calibration_trials"] == []
+    speed = gate["speed"]
+    assert speed["rounds"] == 3 and speed["range"][0] <= speed["speedup"] <= speed["range"][1]
+    assert (tmp_path / "fixed.onnx").is_file()
+    # an explicit --max-drop gates seeded-random weights too
+    strict = p.options.resolve({**FAST, "max_drop": 1.0, "speed_rounds": 0})
+    gated = p.apply(fp32, tmp_path / "gated.onnx", strict, ctx)
+    assert gated["gate"]["applied"] is True and gated["gate"]["passed"] is True
+
+
+def test_a_failed_gate_carries_what_it_reached(fp32, tmp_path):
+    from xopt.errors import GateFailed
+
+    with pytest.raises(GateFailed) as e:
+        _apply(fp32, tmp_path, "never", max_drop=0.0, max_fp32_groups=1, speed_rounds=2)
+    facts = e.value.facts
+    assert facts["gate"]["passed"] is False and facts["best"]["fp32_groups"] <= 1
+    assert facts["best"]["value"] > 0 and facts["best"]["speed"]["rounds"] == 2
+    assert len(facts["worst_groups"]) == 3 and facts["gate_evaluations"] >= facts["groups"]
+    assert e.value.exit_code == 3

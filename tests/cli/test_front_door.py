@@ -1,0 +1,103 @@
+"""The front door, as a new user walks through it: the README's main-job commands exactly as
+printed, then each command with no flags at all, on MODNet at full size (512x512 on the
+default device profile) with the built-in seeded-random weights. Each must finish and write
+what it promises. MODNet is cheap enough for CI; the heavy models keep their tiny configs."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("onnxruntime")
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def xopt(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "xopt.cli", *args], capture_output=True, text=True, cwd=cwd,
+                          env={**os.environ, "COLUMNS": "120"}, timeout=1800)
+
+
+def readme_main_job() -> list[list[str]]:
+    """The xopt commands of the README's first code block (the install is the test's venv)."""
+    block = re.search(r"```bash\n(.*?)```", README.read_text(encoding="utf-8"), re.S).group(1)
+    commands = []
+    for line in block.splitlines():
+        if line.strip().startswith("#"):
+            continue
+        for part in line.split("&&"):
+            words = shlex.split(part)
+            if words and words[0] == "xopt":
+                commands.append(words[1:])
+    return commands
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory):
+    return tmp_path_factory.mktemp("front-door")
+
+
+def _ok(r: subprocess.CompletedProcess) -> None:
+    assert r.returncode == 0, f"exit {r.returncode}\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
+    assert "Traceback" not in r.stderr
+
+
+def test_the_readme_main_job_as_printed(home):
+    commands = readme_main_job()
+    assert commands and commands[0][:2] == ["export", "modnet"], commands
+    for args in commands:
+        _ok(xopt(args, home))
+    report = json.loads((home / "reports" / "modnet" / "report.json").read_text(encoding="utf-8"))
+    assert report["weights"]["kind"] == "seeded-random"
+    assert {r["variant"] for r in report["results"]} >= {"fp32", "fp16"}
+    assert all(r["error"] is None for r in report["results"])
+    for name in ("report.md", "report.html"):
+        assert (home / "reports" / "modnet" / name).stat().st_size > 0
+
+
+def test_export_with_fp16_and_int8_keeps_every_variant(home):
+    r = xopt(["export", "modnet", "--fp16", "--int8"], home)
+    _ok(r)
+    m = json.loads((home / "artifacts" / "modnet" / "manifest.json").read_text(encoding="utf-8"))
+    assert {v["name"] for v in m["variants"]} >= {"fp32", "fp16", "int8"} and not m.get("failed")
+    int8 = next(v for v in m["variants"] if v["name"] == "int8")
+    gate = next(p["facts"]["gate"] for p in int8["passes"] if p["name"] == "int8-gated")
+    assert gate["applied"] is False and "seeded-random" in gate["why_not_applied"]
+    assert "int8: gate: not applied" in r.stdout
+
+
+def test_profile_with_no_flags_writes_its_report(home):
+    r = xopt(["profile", "modnet"], home)
+    _ok(r)
+    report = json.loads((home / "reports" / "modnet" / "report.json").read_text(encoding="utf-8"))
+    rows = {x["variant"]: x for x in report["results"]}
+    assert set(rows) == {"fp32", "fp16", "int8"} and all(x["error"] is None for x in rows.values())
+    assert rows["int8"]["drift_gate"]["passed"] in (True, None)  # never FAIL on seeded-random weights
+    if rows["int8"]["drift_gate"]["passed"] is None:
+        assert "gate not applied" in rows["int8"]["drift_gate"]["text"]
+
+
+def test_bench_with_no_flags(home):
+    r = xopt(["bench", "modnet"], home)
+    _ok(r)
+    assert "ort int8" in r.stdout and "torch fp32" in r.stdout
+
+
+def test_run_on_a_photo_with_no_flags(home):
+    import numpy as np
+    from PIL import Image
+
+    photo = home / "photo.png"
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (300, 400, 3), dtype=np.uint8)).save(photo)
+    r = xopt(["run", "modnet", "photo.png", "-o", "matte.png"], home)
+    _ok(r)
+    with Image.open(home / "matte.png") as matte:
+        assert matte.size == (400, 300)
