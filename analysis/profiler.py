@@ -210,7 +210,9 @@ def profile_variant(spec, manifest, variant: str, backend: str, feeds, refs, flo
 
 
 def ensure_variants(name: str, variants: Sequence[str], artifacts, profile):
-    """The manifest in `artifacts`, after exporting any variant it lacks (with its weights)."""
+    """The manifest in `artifacts`, after exporting any variant it lacks (with its weights). A
+    variant whose export failed is not built again here: the caller shows that result (only
+    `xopt export` retries, with the settings the user gives it)."""
     from xopt.export.pipeline import default_out_dir, export_model
     from xopt.manifest import MANIFEST_NAME
     from xopt.manifest import load as load_manifest
@@ -219,7 +221,7 @@ def ensure_variants(name: str, variants: Sequence[str], artifacts, profile):
     manifest = load_manifest(art) if (art / MANIFEST_NAME).exists() else None
     if manifest is not None and manifest.model != name:  # its artifacts would go through the wrong spec
         raise UserError(f"{art} holds a {manifest.model} export, not {name}", f"pass --artifacts of a {name} export")
-    missing = [v for v in variants if manifest is None or not manifest.has(v)]
+    missing = [v for v in variants if manifest is None or not (manifest.has(v) or manifest.failure(v))]
     if not missing:
         return manifest
     progress.info(f"exporting missing variant(s) {', '.join(missing)} into {art}")

@@ -208,6 +208,8 @@ class Search:
                 self._curve(ranked)
             return path, [], self._facts(all_low, all_low, [], ranked, self.ev.interleaved(path))
         path.unlink(missing_ok=True)
+        if self.cap < 1:  # no group may fall back: nothing to rank for
+            raise self._failed((all_low, 0, None), all_low, [])
         ranked = self.localise(src_model, all_low, sqnr)
         lo, hi, found = 1, self.cap, None
         best, built = (all_low, 0, None), []
