@@ -2,7 +2,7 @@
 # The GPU window: one prepared command for a lent GPU machine (an H100/H200 with torch+CUDA,
 # onnx, onnxruntime's CPU build and nvidia-ml-py, no network) that returns a result to trust.
 #
-# Before the window, on the development machine (fills .whl/, git-ignored, about 2.2 MB):
+# Before the window, on the development machine (fills .whl/, git-ignored, 8 wheels, about 3 MB):
 #     bash tools/gpu_wheels.sh
 # The device command (run tool: carry [".whl"], timeout_s 540; these 26 characters are the
 # whole command line):
