@@ -243,6 +243,8 @@ def _ordered(r: dict) -> dict:
 
 def _line(key: str, r: dict) -> str:
     text = f"{key}: {r['status']}" + (f" ({r['reason']})" if r.get("reason") else "")
+    if r.get("full_cast"):
+        text += f" under torch.autocast (the full cast: {r['full_cast'].get('reason', r['full_cast']['status'])[:120]})"
     if r.get("drift_gate"):
         text += f"; drift vs FP32 {r['drift_gate']['text']} ({'within' if r['drift_gate']['passed'] else 'outside'} the gate)"
     if r.get("device_ms"):
