@@ -4,7 +4,7 @@
 #
 # Before the window, on the development machine (fills .whl/, git-ignored, 8 wheels, about 3 MB):
 #     bash tools/gpu_wheels.sh
-# The device command (run tool: carry [".whl"], timeout_s 540; these 26 characters are the
+# The device command (run tool: carry [".whl"], timeout_s 540; this line is the
 # whole command line):
 #     bash tools/gpu_window.sh
 #
