@@ -29,7 +29,7 @@ def _run_variants(spec, hooks, items, manifest, variants, backend) -> list[dict]
             continue
         precision = manifest.variant(v)["precision"]
         try:
-            with MemoryMonitor() as mon:
+            with MemoryMonitor(backend=backend) as mon:
                 t0 = time.perf_counter()
                 pipe = load_pipeline(manifest, backend=backend, variant=v)
                 load_s = time.perf_counter() - t0

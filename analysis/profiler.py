@@ -14,6 +14,7 @@ from typing import Sequence
 
 from xopt import progress
 from xopt.errors import UserError
+from xopt.device_match import device_targets_not_here
 from xopt.noise import drift_between
 from xopt.runtime import load
 from xopt.runtime.memory import MemoryMonitor
@@ -51,11 +52,11 @@ def _budget(spec, profile, result: dict, on_gpu: bool) -> dict:
     """Checks against the device profile. A device target this machine cannot measure (a GPU
     profile's throughput on a CPU host) reads "not measured here" (passed None), never FAIL."""
     targets = profile.model_targets(spec.name)
-    device_timing = on_gpu or profile.kind != "gpu"
+    not_here = device_targets_not_here(profile, on_gpu)  # None: this device is the profile's
     checks = [{"name": "precision supported", "passed": result["precision"] in profile.precisions + ("mixed",),
                "value": result["precision"], "limit": list(profile.precisions), "unit": ""}]
     mem = result["memory"]
-    basis = "VRAM (NVML)" if on_gpu else "host RSS, no GPU here: a proxy for VRAM"
+    basis = f"VRAM ({mem.get('method', 'NVML')})" if on_gpu else "host RSS, a proxy for VRAM"
     checks.append({"name": f"memory within budget [{basis}]", "passed": mem["peak_mb"] <= profile.budget_mb,
                    "value": round(mem["peak_mb"], 1), "limit": round(profile.budget_mb, 1), "unit": "MB"})
     if targets.get("fps") and result.get("fps"):
@@ -70,9 +71,9 @@ def _budget(spec, profile, result: dict, on_gpu: bool) -> dict:
     if spec.budget_checks is not None:
         checks.extend(spec.budget_checks(targets, result))
     for c in checks:
-        if c.get("timing") and not device_timing:
+        if c.get("timing") and not_here:
             c["passed"] = None
-            c["status"] = f"{NOT_MEASURED} (a {profile.name} target; this is a CPU host)"
+            c["status"] = f"{NOT_MEASURED} ({not_here})"
     return {"passed": all(c["passed"] is not False for c in checks), "checks": checks}
 
 
@@ -162,7 +163,7 @@ def profile_variant(spec, manifest, variant: str, backend: str, feeds, refs, flo
     result = {"variant": variant, "precision": entry["precision"], "backend": backend,
               "artifact": entry["path"], "error": None}
     targets = targets if targets is not None else run_targets(profile, manifest)
-    with MemoryMonitor(timeline=True) as mon:
+    with MemoryMonitor(timeline=True, backend=backend, backend_options=session_options) as mon:
         session = load(manifest, backend=backend, variant=variant, **(session_options or {}))
         try:
             mon.mark("session loaded")
@@ -174,6 +175,7 @@ def profile_variant(spec, manifest, variant: str, backend: str, feeds, refs, flo
             e2e_ms = _e2e(spec, session, manifest, variant, targets, frames, seed, progress, checks) if e2e else None
             result["label_free_checks"] = checks
             result["providers"] = session.providers
+            result["session"] = session.info()  # e.g. the provider options a GPU backend set
             t = session.timings
         finally:
             session.close()

@@ -62,11 +62,22 @@ def _variant(job: dict) -> dict:
 
     result = profile_variant(spec, manifest, job["variant"], job["backend"], feeds, refs, job["floor"], profile,
                              job["frames"], job["seed"], e2e=job["e2e"], warmup=job["warmup"],
-                             targets=job["targets"], session_options=job.get("session_options", {}),
+                             targets=job["targets"], session_options=_session_options(job, profile),
                              progress=_progress, previews_dir=job.get("previews_dir"),
                              previews=job.get("previews", 0),
                              before_drift=None if job.get("inputs_file") else lambda f: _own_feeds(spec, job, f))
     return {**result, "process": {"pid": os.getpid(), "isolated": True}}
+
+
+def _session_options(job: dict, profile) -> dict:
+    """The job's session options, plus the GPU profile's VRAM budget as the cap of a GPU backend
+    (ORT's CUDA arena limit, the trt backend's allocator cap) unless the job sets one."""
+    from xopt.runtime.memory import measures_vram
+
+    options = dict(job.get("session_options") or {})
+    if profile.kind == "gpu" and measures_vram(job["backend"], options):
+        options.setdefault("cap_mb", profile.budget_mb)
+    return options
 
 
 def _own_feeds(spec, job: dict, saved: list[dict]) -> list[dict]:
@@ -84,8 +95,8 @@ def _own_feeds(spec, job: dict, saved: list[dict]) -> list[dict]:
 def _fits(job: dict) -> bool:
     from xopt.runtime import load
 
-    spec, manifest, _ = _context(job)
-    with load(manifest, backend=job["backend"], variant=job["variant"], **job.get("session_options", {})) as s:
+    spec, manifest, profile = _context(job)
+    with load(manifest, backend=job["backend"], variant=job["variant"], **_session_options(job, profile)) as s:
         for feed in spec.profile_inputs(job["targets"], 1, job["seed"]):
             s.run(feed)
     return True

@@ -34,6 +34,8 @@ class DeviceProfile:
     compute_capability: str | None = None
     tensorrt_sm: str | None = None
     targets: dict = field(default_factory=dict)
+    # the GPU names (as NVML/torch report them) whose timings stand for this profile's device
+    gpu_names: tuple[str, ...] = ()
     source: str = ""
 
     @property
@@ -50,7 +52,8 @@ class DeviceProfile:
             "name": self.name, "description": self.description, "kind": self.kind,
             "memory_mb": self.memory_mb, "headroom": self.headroom, "budget_mb": self.budget_mb,
             "precisions": list(self.precisions), "compute_capability": self.compute_capability,
-            "tensorrt_sm": self.tensorrt_sm, "targets": self.targets, "source": self.source,
+            "tensorrt_sm": self.tensorrt_sm, "gpu_names": list(self.gpu_names), "targets": self.targets,
+            "source": self.source,
         }
 
 
@@ -103,6 +106,9 @@ def parse(data: dict, source: str = "<profile>") -> DeviceProfile:
     precisions = dev.get("precisions", ["fp32"])
     if not isinstance(precisions, list) or not precisions or not set(precisions) <= _PRECISIONS:
         raise _invalid(source, f"device.precisions must be a non-empty subset of {sorted(_PRECISIONS)}")
+    gpu_names = dev.get("gpu_names", [])
+    if not isinstance(gpu_names, list) or not all(isinstance(n, str) and n.strip() for n in gpu_names):
+        raise _invalid(source, "device.gpu_names must be a list of GPU names, e.g. [\"NVIDIA GeForce RTX 3060\"]")
     targets = data.get("targets", {})
     if not isinstance(targets, dict):
         raise _invalid(source, "[targets] must be a table")
@@ -115,7 +121,7 @@ def parse(data: dict, source: str = "<profile>") -> DeviceProfile:
         name=name, description=str(data.get("description", "")), kind=kind, memory_mb=float(mem),
         headroom=float(headroom), precisions=tuple(precisions),
         compute_capability=dev.get("compute_capability"), tensorrt_sm=dev.get("tensorrt_sm"),
-        targets=targets, source=source,
+        targets=targets, source=source, gpu_names=tuple(gpu_names),
     )
 
 

@@ -16,7 +16,10 @@ Shape (schema_version 2; version-1 reports still read):
       "latency_ms": {"p50", "p90", "p95", "p99", "mean", "samples": [...]},
       "latency_e2e_ms": {same} | null,
       "fps": float, "fps_e2e": float | null, "throughput": {name: value} (e.g. real_time_factor),
-      "memory": {"kind": "vram-nvml" | "host-rss", "peak_mb", "process_peak_mb"?, "device_peak_mb"?, "allocator_peak_mb"?},
+      "memory": {"kind": "vram-nvml" | "host-rss", "peak_mb", "method": "nvml-process" | "nvml-device-delta" |
+                 "host-rss" (which figure peak_mb is), "method_note"?, "process_peak_mb"?, "device_peak_mb"?,
+                 "allocator_peak_mb"?},
+      "session": {"backend", "path", "providers", "provider_options"?, ...}?  (Session.info()),
       "budget": {"passed": bool, "checks": [{"name", "passed", "value", "limit", "unit"}]},
       "error": str | null   (a failed variant: NaN/Inf, does not fit, ...),
       "memory.timeline": {"kind", "t_s": [...], "mb": [...], "marks": [[t_s, phase], ...]}?  (memory over time),

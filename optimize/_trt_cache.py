@@ -23,8 +23,11 @@ from xopt.hashing import sha256_file
 from xopt.runtime import engine_meta
 
 INDEX = "index.json"
+# built_on_gpu: full TensorRT picks its kernels by timing them on the GPU that builds, so an
+# engine built on an H100 is not the one an RTX 3060 would have built (None for TensorRT-RTX).
 KEY_FIELDS = ("onnx_sha256", "flavour", "trt_version", "compute_capabilities", "hardware_compatibility",
-              "precision", "shapes", "workspace_mb", "calibration_cache_sha256", "optimization_level")
+              "precision", "shapes", "workspace_mb", "calibration_cache_sha256", "optimization_level",
+              "target_sm", "built_on_gpu")
 
 
 def default_root(cache_dir: str | Path | None = None) -> Path:
@@ -78,7 +81,8 @@ class EngineCache:
         engine_meta.write(dest, {**meta, "key": key}, force=True)
         index = self._index()
         index[key] = {k: meta.get(k) for k in ("model", "onnx_sha256", "flavour", "trt_version", "compute_capabilities",
-                                               "precision", "shapes", "size_bytes", "build_ms")}
+                                               "hardware_compatibility", "built_on_gpu", "precision", "shapes",
+                                               "size_bytes", "build_ms")}
         index[key].update(created=time.strftime("%Y-%m-%dT%H:%M:%S%z"), last_hit=None)
         self._write_index(index)
         return dest

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from xopt.errors import UserError
 from xopt.optimize._trt_graph import GraphFacts
-from xopt.runtime.trt_env import major
+from xopt.runtime.trt_env import cc_name, major
 
 PRECISIONS = ("auto", "fp32", "fp16", "int8")
 
@@ -124,6 +124,22 @@ def _hardware_compat(req: BuildRequest) -> str:
         return "ampere+"
     raise UserError(f"TensorRT builds for the GPU it runs on ({local}), not for {target}",
                     "build on a GPU of the target's generation, or use --engine trt-rtx to cross-compile")
+
+
+def target_facts(req: BuildRequest, p: BuildPlan, gpu_name: str | None) -> dict:
+    """What the engine runs on, for its metadata and cache key. TensorRT-RTX compiles for the
+    target it is given, on any machine. Full TensorRT tunes its kernels on the GPU that builds:
+    built there for another Ampere-or-newer target it is an AMPERE_PLUS engine (runs on SM80 and
+    later, slower kernels), labelled as such with the building GPU, never as the target's SM."""
+    target, local = req.compute_capability, req.local_compute_capability
+    if req.flavour == "trt-rtx":
+        return {"sm": target, "compute_capabilities": [cc_name(target)], "hardware_compatibility": "none",
+                "target_sm": target, "built_on_sm": None, "built_on_gpu": None}
+    native = local or target
+    ampere_plus = p.hardware_compatibility == "ampere+"
+    return {"sm": "SM80+" if ampere_plus else native, "compute_capabilities": [cc_name(native)],
+            "hardware_compatibility": p.hardware_compatibility, "target_sm": target or native,
+            "built_on_sm": local, "built_on_gpu": gpu_name}
 
 
 def _sm_number(sm: str) -> int:

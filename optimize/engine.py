@@ -17,7 +17,7 @@ from pathlib import Path
 from xopt.errors import UserError
 from xopt.optimize import _trt_graph, _trt_shapes
 from xopt.optimize._trt_cache import EngineCache, cache_key, default_root
-from xopt.optimize._trt_config import PRECISIONS, BuildRequest, plan, resolve_precision
+from xopt.optimize._trt_config import PRECISIONS, BuildRequest, plan, resolve_precision, target_facts
 from xopt.optimize.base import Option, OptionSet, Pass, PassContext, register_pass
 from xopt.runtime import engine_meta, trt_env
 
@@ -70,7 +70,8 @@ class EnginePass(Pass):
         calib = Path(opts["calibration_cache"]).expanduser() if opts["calibration_cache"] else None
         if calib is not None and not calib.is_file():
             raise UserError(f"calibration cache {calib} does not exist", "pass the path of a TensorRT calibration cache")
-        timing = _timing_cache_path(opts["timing_cache"], root, fl.name, version, target)
+        gpu_name = (trt_env.first_gpu() or {}).get("name") if fl.name == "trt" else None
+        timing = _timing_cache_path(opts["timing_cache"], root, fl.name, version, target, local, gpu_name)
         req = BuildRequest(
             onnx=str(src), engine="", flavour=fl.name, precision=precision, shapes=shapes, workspace_mb=int(workspace),
             compute_capability=target, local_compute_capability=local, timing_cache=str(timing) if timing else None,
@@ -81,8 +82,7 @@ class EnginePass(Pass):
 
         meta = {
             "model": ctx.model, "module": fl.module, "flavour": fl.name, "trt_version": version,
-            "compute_capabilities": [trt_env.cc_name(target or local)], "sm": target or local,
-            "hardware_compatibility": build_plan.hardware_compatibility, "precision": precision,
+            **target_facts(req, build_plan, gpu_name), "precision": precision,
             "strongly_typed": build_plan.strongly_typed, "builder_flags": build_plan.flags, "shapes": shapes,
             "workspace_mb": int(workspace), "onnx": src.name, "onnx_sha256": sha256_file(src),
             "calibration_cache_sha256": sha256_file(calib) if calib else None,
@@ -127,12 +127,16 @@ def _targets(flavour: str, option: str, profile) -> tuple[str | None, str | None
     return profile_target, trt_env.sm_name(gpu["compute_capability"])
 
 
-def _timing_cache_path(option: str, root: Path, flavour: str, version: str, sm: str | None) -> Path | None:
+def _timing_cache_path(option: str, root: Path, flavour: str, version: str, target: str | None, local: str | None,
+                       gpu_name: str | None) -> Path | None:
     if flavour == "trt-rtx":
         return None  # its timing-cache API is a no-op
     if option:
         return Path(option).expanduser()
-    return root / f"timing-{flavour}-{version}-{sm or 'local'}.cache"
+    # timings are the building GPU's: one cache per GPU model (and per target, whose compatibility
+    # level limits the tactics)
+    gpu = "".join(ch if ch.isalnum() else "-" for ch in (gpu_name or "unknown-gpu").lower()).strip("-")
+    return root / f"timing-{flavour}-{version}-{gpu}-{local or 'local'}-for-{target or local or 'local'}.cache"
 
 
 def _rebuild_command(ctx: PassContext, flavour: str, precision: str) -> str:

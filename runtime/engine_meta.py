@@ -2,6 +2,11 @@
 from, with which TensorRT, for which GPU. Read and compared before an engine is
 deserialised, so a mismatch is a clear error that offers to rebuild instead of a
 TensorRT crash or a `None` engine.
+
+GPU fields: `compute_capabilities` (the engine's native ones), `hardware_compatibility`
+("none" | "ampere+": TensorRT's AMPERE_PLUS level, any GPU from SM80 on), `sm` (its label:
+"SM86", or "SM80+" for an ampere+ engine), `target_sm` (what the device profile asked for),
+`built_on_sm` / `built_on_gpu` (full TensorRT: the GPU whose timings chose the kernels).
 """
 from __future__ import annotations
 
@@ -92,7 +97,7 @@ def mismatches(meta: dict, installed_version: str | None, gpu_cc: str | None) ->
     if gpu_cc is not None:
         ccs = [str(c) for c in meta["compute_capabilities"]]
         if gpu_cc not in ccs and not _hardware_compatible(meta, gpu_cc):
-            why.append(f"it was built for compute capability {', '.join(ccs)} but this GPU is {gpu_cc}")
+            why.append(f"it was built for {runs_on(meta)} but this GPU is {gpu_cc}")
     return why
 
 
@@ -109,6 +114,15 @@ def check_file(engine: str | Path, meta: dict) -> None:
     if sha256_file(engine) != meta["engine_sha256"]:
         raise UserError(f"engine {Path(engine).name} does not match its metadata (sha256 differs): "
                         "it was replaced or is damaged", rebuild_hint(meta))
+
+
+def runs_on(meta: dict) -> str:
+    """'compute capability 8.6', or 'compute capability 8.0 and later (AMPERE_PLUS, built on ...)'."""
+    ccs = ", ".join(str(c) for c in meta.get("compute_capabilities") or [])
+    if meta.get("hardware_compatibility") != "ampere+":
+        return f"compute capability {ccs}"
+    on = " ".join(str(x) for x in (meta.get("built_on_gpu"), meta.get("built_on_sm")) if x) or ccs
+    return f"compute capability 8.0 and later (AMPERE_PLUS, built on {on})"
 
 
 def _hardware_compatible(meta: dict, gpu_cc: str) -> bool:

@@ -1,5 +1,6 @@
-"""Peak memory of a phase: VRAM through NVML (process and device, sampled in a thread) and
-the torch allocator when a GPU is present; host peak RSS otherwise.
+"""Peak memory of a phase: VRAM through NVML (process and device, sampled in a thread, and the
+torch allocator when asked) for a GPU backend; host peak RSS for a CPU one. The result names the
+method that gave `peak_mb`.
 """
 from __future__ import annotations
 
@@ -64,7 +65,30 @@ def is_out_of_memory(exc: BaseException) -> bool:
     return from_runtime and any(t in text for t in _OOM_TEXT)
 
 
+PROCESS = "nvml-process"
+DEVICE_DELTA = "nvml-device-delta"
+HOST = "host-rss"
+
+
+def measures_vram(backend: str | None, options: dict | None = None) -> bool:
+    """Whether a session of `backend` keeps its tensors on the GPU, so that VRAM is its memory.
+    A CPU backend on a GPU machine is measured by host RSS: NVML would read ~0 for it."""
+    if not backend:
+        return False
+    from xopt.runtime.backends.base import get_backend
+
+    device = get_backend(backend).device
+    if device == "cpu" and options:  # the torch backend runs where its `device` option says
+        device = str(options.get("device") or "cpu")
+    return device.startswith("cuda")
+
+
 class _NvmlSampler(threading.Thread):
+    """Samples NVML every `interval` s: this process's VRAM (nvmlDeviceGetComputeRunningProcesses)
+    and the device's used memory. Where NVML never lists this process with a figure (a
+    PID-namespaced container: the driver reports host PIDs; some drivers report 0 or "not
+    available"), the peak is the device-wide increase since the sampler started, and says so."""
+
     def __init__(self, index: int, interval: float):
         super().__init__(daemon=True)
         import pynvml
@@ -73,47 +97,80 @@ class _NvmlSampler(threading.Thread):
         pynvml.nvmlInit()
         self.handle = pynvml.nvmlDeviceGetHandleByIndex(index)
         self.interval = interval
+        self.pid = os.getpid()
         self.stop_event = threading.Event()
         self.device_peak = self.process_peak = 0.0
+        self.own_seen = False  # NVML listed this PID with a figure at least once
+        self.pids_seen: set[int] = set()
         self.device_start = self._device_used()
 
     def _device_used(self) -> float:
         return self.nvml.nvmlDeviceGetMemoryInfo(self.handle).used / 2**20
 
     def _process_used(self) -> float:
-        pid = os.getpid()
         try:
             procs = self.nvml.nvmlDeviceGetComputeRunningProcesses(self.handle)
         except self.nvml.NVMLError:
             return 0.0
-        return sum((p.usedGpuMemory or 0) for p in procs if p.pid == pid) / 2**20
+        mine = 0.0
+        for p in procs:
+            self.pids_seen.add(int(p.pid))
+            if p.pid == self.pid and p.usedGpuMemory:  # None: NVML_VALUE_NOT_AVAILABLE
+                mine += p.usedGpuMemory
+        if mine > 0:
+            self.own_seen = True
+        return mine / 2**20
 
     def run(self):
         while not self.stop_event.is_set():
             self.sample()
             time.sleep(self.interval)
 
-    def sample(self):
-        self.device_peak = max(self.device_peak, self._device_used())
-        self.process_peak = max(self.process_peak, self._process_used())
+    def sample(self) -> dict:
+        device, process = self._device_used(), self._process_used()
+        self.device_peak = max(self.device_peak, device)
+        self.process_peak = max(self.process_peak, process)
+        return {"process_mb": process, "device_mb": device, "device_delta_mb": max(0.0, device - self.device_start)}
+
+    def current_mb(self) -> float:
+        """This process's VRAM by the method the result will use."""
+        now = self.sample()
+        return now["process_mb"] if self.own_seen else now["device_delta_mb"]
 
     def finish(self) -> dict:
         self.stop_event.set()
         self.join(timeout=1.0)
         self.sample()
         self.nvml.nvmlShutdown()
-        return {"device_peak_mb": self.device_peak, "device_start_mb": self.device_start,
-                "process_peak_mb": self.process_peak}
+        delta = max(0.0, self.device_peak - self.device_start)
+        if self.own_seen:
+            method, note = PROCESS, "NVML per-process figure for this PID"
+        else:
+            others = sorted(self.pids_seen - {self.pid})
+            method = DEVICE_DELTA
+            note = (f"NVML listed no memory for this process (PID {self.pid}; it listed "
+                    f"{', '.join(map(str, others[:8])) or 'no process'}: a PID-namespaced container reports host "
+                    "PIDs), so this is the device-wide increase since the monitor started, other processes included")
+        return {"method": method, "method_note": note, "peak_mb": self.process_peak if self.own_seen else delta,
+                "device_peak_mb": self.device_peak, "device_start_mb": self.device_start, "device_delta_mb": delta,
+                "process_peak_mb": self.process_peak if self.own_seen else None}
 
 
 class MemoryMonitor:
-    """`with MemoryMonitor() as m: ...` then `m.result`."""
+    """`with MemoryMonitor(backend=...) as m: ...` then `m.result`.
+
+    The basis follows the backend: VRAM through NVML for a GPU backend (when NVML sees a GPU),
+    host peak RSS otherwise. `gpu_index` asks for NVML explicitly (tools/gpu_measure.py);
+    `result["method"]` says which figure `peak_mb` is: "nvml-process", "nvml-device-delta" or
+    "host-rss"."""
 
     def __init__(self, gpu_index: int | None = None, interval: float = 0.005, torch_cuda: bool = False,
-                 timeline: bool = False):
-        from xopt.machine import gpus
+                 timeline: bool = False, backend: str | None = None, backend_options: dict | None = None):
+        if gpu_index is None and measures_vram(backend, backend_options):
+            from xopt.machine import gpus
 
-        self.gpu_index = gpu_index if gpu_index is not None else (0 if gpus() else None)
+            gpu_index = 0 if gpus() else None
+        self.gpu_index = gpu_index
         self.interval = interval
         self.torch_cuda = torch_cuda
         self.timeline = _Timeline() if timeline else None  # memory over time, with phase marks
@@ -123,6 +180,10 @@ class MemoryMonitor:
         """A phase boundary ("timed frames", ...) on the timeline."""
         if self.timeline is not None:
             self.timeline.mark(label)
+
+    def gpu_now(self) -> dict | None:
+        """This moment's VRAM (process, device, device increase since the start); None without NVML."""
+        return self._sampler.sample() if self._sampler is not None else None
 
     def __enter__(self):
         self._sampler = None
@@ -145,15 +206,14 @@ class MemoryMonitor:
         host = {"host_peak_mb": host_peak, "host_start_mb": self._host_start,
                 "host_delta_mb": max(0.0, host_peak - self._host_start), "host_peak_reset": self._reset_ok}
         if self._sampler is not None:
-            gpu = self._sampler.finish()
-            self.result = {"kind": "vram-nvml", "peak_mb": gpu["process_peak_mb"] or
-                           gpu["device_peak_mb"] - gpu["device_start_mb"], **gpu, **host}
+            self.result = {"kind": "vram-nvml", **self._sampler.finish(), **host}
             if self.torch_cuda:
                 import torch
 
                 self.result["allocator_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
+                self.result["allocator_reserved_peak_mb"] = torch.cuda.max_memory_reserved() / 2**20
         else:
-            self.result = {"kind": "host-rss", "peak_mb": host_peak, **host}
+            self.result = {"kind": "host-rss", "method": HOST, "peak_mb": host_peak, **host}
         if timeline is not None:
             self.result["timeline"] = timeline
         return False
@@ -180,7 +240,7 @@ class _Timeline(threading.Thread):
 
     def run(self):
         while not self.stop_event.is_set():
-            mb = self.gpu._process_used() if self.gpu is not None else host_rss_mb()
+            mb = self.gpu.current_mb() if self.gpu is not None else host_rss_mb()
             self.points.append((time.perf_counter() - self.t0, mb))
             if len(self.points) >= 2 * self.MAX_POINTS:
                 self.points = [max(a, b, key=lambda p: p[1]) for a, b in zip(self.points[::2], self.points[1::2])]

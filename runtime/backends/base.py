@@ -89,6 +89,7 @@ class Backend:
     probe: Callable[[], tuple[bool, str]]  # (usable here, why not)
     artifact: str = "onnx"  # which artifact it loads: onnx | engine | torch
     description: str = ""
+    device: str = "cpu"  # where its tensors live: cpu | cuda (the memory basis follows it)
 
 
 BACKENDS: Registry[Backend] = Registry("backend", "xopt.runtime.backends", skip=("base",))

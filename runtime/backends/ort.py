@@ -5,6 +5,7 @@ load, then silently runs on CPU.
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 
 import numpy as np
 
@@ -39,12 +40,43 @@ def session_options(ort, graph_optimization_level: str = "all", disabled_optimiz
     return so, list(disabled_optimizers)
 
 
+def cuda_provider_options(cap_mb: float | None = None) -> dict[str, str]:
+    """The CUDA execution provider's options xopt sets (ONNX Runtime's documented names):
+    - cudnn_conv_algo_search HEURISTIC: cuDNN's heuristics pick each convolution's algorithm;
+      the default EXHAUSTIVE benchmarks every algorithm inside the first run of each shape (a slow
+      first inference, and its trial workspaces inflate the memory peak);
+    - arena_extend_strategy kSameAsRequested: the arena grows by what is asked, not to the next
+      power of two, so its size is close to what the model needs;
+    - gpu_mem_limit: the arena's cap in bytes, the device profile's budget when the caller passes
+      it (cap_mb). It bounds the arena only: the CUDA context and cuDNN/cuBLAS workspaces come on top.
+    """
+    out = {"arena_extend_strategy": "kSameAsRequested", "cudnn_conv_algo_search": "HEURISTIC"}
+    if cap_mb:
+        out["gpu_mem_limit"] = str(int(float(cap_mb) * 2**20))
+    return out
+
+
+def trt_provider_options(cache_dir: str | Path | None = None) -> dict[str, str]:
+    """The TensorRT execution provider's options: engines and the timing cache persist in xopt's
+    cache directory, so a second process (each profiled variant runs in its own) deserialises the
+    engine instead of rebuilding it inside its first run. ONNX Runtime names the cached engines by
+    graph, TensorRT version and compute capability, and rebuilds when one of them changes."""
+    from xopt.cache import cache_root
+
+    where = str(cache_root(cache_dir) / "ort-trt")
+    return {"trt_engine_cache_enable": "True", "trt_engine_cache_path": where,
+            "trt_timing_cache_enable": "True", "trt_timing_cache_path": where}
+
+
 class OrtSession(Session):
     backend = "ort-cpu"
     providers_wanted: tuple = ("CPUExecutionProvider",)
 
+    def _provider_defaults(self, cap_mb, cache_dir) -> dict[str, dict]:
+        return {}
+
     def _load(self, path, graph_optimization_level="all", disabled_optimizers=(), intra_op_num_threads=0,
-              provider_options=None, enable_cpu_mem_arena=True, **_ignored):
+              provider_options=None, enable_cpu_mem_arena=True, cap_mb=None, cache_dir=None, **_ignored):
         ort = onnxruntime()
         so, disabled = session_options(ort, graph_optimization_level, disabled_optimizers, intra_op_num_threads,
                                        enable_cpu_mem_arena=enable_cpu_mem_arena)
@@ -52,7 +84,13 @@ class OrtSession(Session):
                 isinstance(o, dict) for o in (provider_options or {}).values()):
             raise UserError(f"provider_options must map provider names to options, not {provider_options!r}",
                             "fix the option")
-        providers = [(p, dict((provider_options or {}).get(p, {}))) for p in self.providers_wanted]
+        defaults = self._provider_defaults(cap_mb, cache_dir)
+        # the caller's options win over xopt's defaults, key by key
+        providers = [(p, {**defaults.get(p, {}), **{k: str(v) for k, v in (provider_options or {}).get(p, {}).items()}})
+                     for p in self.providers_wanted]
+        for p, opts in providers:
+            if p == "TensorrtExecutionProvider" and opts.get("trt_engine_cache_path"):
+                Path(opts["trt_engine_cache_path"]).mkdir(parents=True, exist_ok=True)
         if self.providers_wanted[0] != "CPUExecutionProvider":
             providers.append(("CPUExecutionProvider", {}))
         try:
@@ -66,6 +104,7 @@ class OrtSession(Session):
             self._sess = None
             raise UserError(f"{self.backend}: ONNX Runtime fell back to {self.providers[0]} ({wanted} did not load)",
                             "install the CUDA/cuDNN (and TensorRT) libraries onnxruntime-gpu needs, or use --backend ort-cpu")
+        self.provider_options = _effective(self._sess, providers)
         self.input_names = [i.name for i in self._sess.get_inputs()]
         self.output_names = [o.name for o in self._sess.get_outputs()]
         self.input_shapes = {i.name: list(i.shape) for i in self._sess.get_inputs()}
@@ -89,6 +128,18 @@ class OrtSession(Session):
     def _close(self):
         self._sess = None
 
+    def info(self) -> dict:
+        return {**super().info(), "provider_options": getattr(self, "provider_options", {})}
+
+
+def _effective(sess, asked: list[tuple[str, dict]]) -> dict[str, dict]:
+    """The options ONNX Runtime reports for the providers xopt configured (what it really took)."""
+    try:
+        got = sess.get_provider_options()
+    except Exception:  # noqa: BLE001 - an older build without the call: report what was asked
+        got = {}
+    return {p: {k: got.get(p, {}).get(k, v) for k, v in opts.items()} for p, opts in asked if opts}
+
 
 def _describe(inputs) -> str:
     return ", ".join(f"{i.name} {i.type} {list(i.shape)}" for i in inputs)
@@ -104,10 +155,17 @@ class OrtCudaSession(OrtSession):
     backend = "ort-cuda"
     providers_wanted = ("CUDAExecutionProvider",)
 
+    def _provider_defaults(self, cap_mb, cache_dir) -> dict[str, dict]:
+        return {"CUDAExecutionProvider": cuda_provider_options(cap_mb)}
+
 
 class OrtTrtSession(OrtSession):
     backend = "ort-trt"
     providers_wanted = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
+
+    def _provider_defaults(self, cap_mb, cache_dir) -> dict[str, dict]:
+        return {"TensorrtExecutionProvider": trt_provider_options(cache_dir),
+                "CUDAExecutionProvider": cuda_provider_options(cap_mb)}
 
 
 def _probe_cpu() -> tuple[bool, str]:
@@ -155,6 +213,6 @@ def probe_provider(provider: str) -> tuple[bool, str]:
 
 register_backend(Backend("ort-cpu", OrtSession, _probe_cpu, "onnx", "ONNX Runtime, CPU execution provider"))
 register_backend(Backend("ort-cuda", OrtCudaSession, lambda: probe_provider("CUDAExecutionProvider"), "onnx",
-                         "ONNX Runtime, CUDA execution provider (onnxruntime-gpu)"))
+                         "ONNX Runtime, CUDA execution provider (onnxruntime-gpu)", device="cuda"))
 register_backend(Backend("ort-trt", OrtTrtSession, lambda: probe_provider("TensorrtExecutionProvider"), "onnx",
-                         "ONNX Runtime, TensorRT execution provider (onnxruntime-gpu + TensorRT 10)"))
+                         "ONNX Runtime, TensorRT execution provider (onnxruntime-gpu + TensorRT 10)", device="cuda"))

@@ -32,16 +32,20 @@ class TorchSession(Session):
         self.providers = [f"torch-{self.device.type}"]
 
     def _run(self, feeds):
-        return torch_outputs(self.module, feeds, self.output_names)
+        return torch_outputs(self.module, feeds, self.output_names, self.device)
 
     def _close(self):
         self.module = None
 
 
-def torch_outputs(module, feed: Mapping[str, np.ndarray], output_names) -> dict[str, np.ndarray]:
+def torch_outputs(module, feed: Mapping[str, np.ndarray], output_names, device=None) -> dict[str, np.ndarray]:
+    """The module's outputs on `feed` as float32 numpy; inputs go to `device` (the module's),
+    where a CUDA module needs them."""
     import torch
 
     args = [torch.from_numpy(np.ascontiguousarray(v)) for v in feed.values()]
+    if device is not None:
+        args = [a.to(device) for a in args]
     with torch.inference_mode():
         out = module(*args)
     if isinstance(out, torch.Tensor):

@@ -239,4 +239,5 @@ def _check_rtx_validity(trt, runtime, data: bytes, path, meta: dict) -> None:
 register_backend(Backend(
     name="trt", session=TrtSession, probe=probe, artifact="engine",
     description="TensorRT / TensorRT-RTX engine on an NVIDIA GPU (torch CUDA I/O, CUDA-event device timing)",
+    device="cuda",
 ))

@@ -276,3 +276,55 @@ def test_worker_build_writes_engine_and_timing_cache(graphs, tmp_path, monkeypat
     assert Path(req.engine).read_bytes() == b"fake-engine-bytes"
     assert tc.read_bytes() == b"+new" and answer["timing_cache_bytes"] == 4
     assert [o["name"] for o in answer["outputs"]] == ["y"] and answer["inputs"][0]["dtype"] == "float"
+
+
+H100 = {"index": 0, "name": "NVIDIA H100 80GB HBM3", "memory_mb": 81559.0, "compute_capability": "9.0", "driver": "580"}
+A100 = {"index": 0, "name": "NVIDIA A100-SXM4-80GB", "memory_mb": 81920.0, "compute_capability": "8.0", "driver": "580"}
+
+
+def _full_trt_here(monkeypatch, gpu):
+    """Full TensorRT 10.8 (the recording fake) on `gpu`: NVML's answer and the builder are the
+    hardware this machine lacks; the engine pass, its plan, metadata and cache are the real ones."""
+    from xopt.runtime import trt_env
+
+    monkeypatch.setitem(sys.modules, "tensorrt", fake_trt("10.8.0"))
+    monkeypatch.setattr(trt_env, "require_flavour", lambda name: (trt_env.FLAVOURS[name], "10.8.0"))
+    monkeypatch.setattr(trt_env, "gpus", lambda: [gpu])
+    monkeypatch.setattr(_trt_build, "run", lambda request, plan_, timeout_s, workdir: _trt_build.build(request, plan_))
+
+
+def test_full_trt_on_an_h100_for_the_3060_is_an_ampere_plus_engine_not_sm86(graphs, tmp_path, monkeypatch):
+    from xopt.optimize.base import PassContext, get_pass
+    from xopt.profiles import get_profile
+    from xopt.runtime import engine_meta
+
+    _full_trt_here(monkeypatch, H100)
+    ctx = PassContext(model="tiny", profile=get_profile("rtx3060-laptop-12gb"), cache_dir=tmp_path / "cache",
+                      engine_shapes=TINY_SHAPES)
+    facts = get_pass("engine").apply(graphs["fp32"], tmp_path / "h100.engine", {"backend": "trt"}, ctx)
+    assert facts["sm"] == "SM80+" and facts["sm"] != "SM86" and facts["hardware_compatibility"] == "ampere+"
+    assert facts["compute_capabilities"] == ["9.0"] and facts["target_sm"] == "SM86"
+    assert facts["built_on_gpu"] == "NVIDIA H100 80GB HBM3" and facts["built_on_sm"] == "SM90"
+    assert "nvidia-h100-80gb-hbm3-SM90-for-SM86" in facts["timing_cache"]
+    side = engine_meta.read(tmp_path / "h100.engine")
+    assert engine_meta.mismatches(side, "10.8.0", "8.6") == []  # the 3060 runs it
+    with pytest.raises(UserError, match=r"8\.0 and later \(AMPERE_PLUS, built on NVIDIA H100 80GB HBM3 SM90\) "
+                                         r"but this GPU is 7\.5"):
+        engine_meta.check_loadable(tmp_path / "h100.engine", side, "10.8.0", "7.5")
+    again = get_pass("engine").apply(graphs["fp32"], tmp_path / "again.engine", {"backend": "trt"}, ctx)
+    assert again["cache_hit"]
+    _full_trt_here(monkeypatch, A100)  # another building GPU: another engine, not the H100's from the cache
+    other = get_pass("engine").apply(graphs["fp32"], tmp_path / "a100.engine", {"backend": "trt"}, ctx)
+    assert not other["cache_hit"] and other["key"] != facts["key"] and other["built_on_gpu"] == A100["name"]
+
+
+def test_full_trt_for_its_own_gpu_is_labelled_with_that_gpu(graphs, tmp_path, monkeypatch):
+    from xopt.optimize.base import PassContext, get_pass
+    from xopt.profiles import get_profile
+
+    _full_trt_here(monkeypatch, H100)
+    ctx = PassContext(model="tiny", profile=get_profile("rtx3060-laptop-12gb"), cache_dir=tmp_path / "cache",
+                      engine_shapes=TINY_SHAPES)
+    facts = get_pass("engine").apply(graphs["fp32"], tmp_path / "e.engine", {"backend": "trt", "compute_capability": "9.0"},
+                                     ctx)
+    assert facts["sm"] == "SM90" and facts["hardware_compatibility"] == "none" and facts["target_sm"] == "SM90"
