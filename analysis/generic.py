@@ -15,6 +15,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from xopt.errors import UserError
+from xopt.extras import require
 
 _DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
            "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(int8)": np.int8, "tensor(uint8)": np.uint8,
@@ -46,7 +47,7 @@ def parse_ranges(text: str | None) -> dict[str, tuple[float, float]]:
 
 def signature(path: Path) -> list[dict]:
     """[{name, dtype, shape}] of the graph's real inputs (initializers excluded), read with onnx."""
-    import onnx
+    onnx = require("onnx", "onnx", "xopt profile/compare read the graph's inputs with it")
 
     try:
         model = onnx.load(str(path), load_external_data=False)
@@ -253,7 +254,7 @@ def profile_onnx(paths: Sequence[str | Path], shapes: str | None = None, val_ran
 
 def _precision(path: Path) -> str:
     """The graph's dominant float type, from its initializers (fp32 / fp16 / int8 with Q/DQ)."""
-    import onnx
+    onnx = require("onnx", "onnx", "xopt profile/compare read the graph's precision with it")
 
     model = onnx.load(str(path), load_external_data=False)
     if any(n.op_type in ("QuantizeLinear", "DequantizeLinear", "QLinearConv", "MatMulInteger") for n in model.graph.node):

@@ -13,9 +13,14 @@ This script:
      parser imports -- and scipy);
   3. downloads the sdist with `pip download --no-deps --no-binary :all:` (or takes --sdist),
      adds a small `scripts/utils.py` that reports the GPU's compute capability, and builds it
-     with `pip install --no-build-isolation --no-deps`. Without CUDA this compiles OpenFold's
-     CPU stub of the `attn_core_inplace_cuda` extension (xopt routes around the stub at run
-     time); with CUDA it compiles the real kernel for the local GPU;
+     with `pip install --no-build-isolation --no-deps`. With a CPU torch (or no nvcc) this
+     compiles OpenFold's CPU stub of the `attn_core_inplace_cuda` extension (xopt routes around
+     the stub at run time). With a CUDA torch and nvcc it compiles the real kernel: for the local
+     GPU; without a GPU for the lowest architecture both torch and nvcc support plus its PTX,
+     which the driver compiles for any newer GPU (OpenFold's setup.py would otherwise add
+     compute_37 and others that current nvcc rejects); TORCH_CUDA_ARCH_LIST (torch's syntax,
+     e.g. "8.6;8.9+PTX") chooses the architectures instead. When a build fails, the compiler's
+     first error line is printed and the whole output kept in a log file;
   4. verifies `import torch, attn_core_inplace_cuda, openfold` and the model classes.
 
 It is idempotent: a working install of the same version is left alone unless --force.
@@ -33,6 +38,11 @@ import tarfile
 import tempfile
 from pathlib import Path
 
+if __package__:
+    from . import install_cuda as cuda
+else:  # run as a script, python models/openfold/install.py: its folder is sys.path[0]
+    import install_cuda as cuda
+
 VERSION = "0.0.1"
 RUNTIME_DEPS = {  # distribution -> pip requirement
     "ml-collections": "ml-collections>=0.1",
@@ -43,11 +53,18 @@ RUNTIME_DEPS = {  # distribution -> pip requirement
 PINNED = {"biopython": "1.81"}
 
 # The helper setup.py imports. It returns (compute capability or None, error text or None);
-# setup.py then compiles only for that capability, or for a default list when None.
+# setup.py then compiles only for that capability, or for a default list when None (3.7, 5.2,
+# 6.1, 7.0, 8.0: nvcc 12.9 and later reject the first ones). XOPT_OPENFOLD_CC carries
+# install_cuda.py's choice when there is no GPU to ask or TORCH_CUDA_ARCH_LIST overrides it.
 CC_HELPER = '''"""Written by xopt's models/openfold/install.py: report the local GPU's compute capability."""
+import os
 
 
 def get_nvidia_cc():
+    chosen = os.environ.get("XOPT_OPENFOLD_CC")  # "8.6" or "9.0a": chosen by install.py
+    if chosen:
+        major, minor = chosen.split(".")
+        return (int(major), minor), None
     try:
         import torch
     except ImportError as exc:
@@ -70,6 +87,19 @@ try:
     import torch
     out["torch"] = torch.__version__
     out["cuda"] = bool(torch.cuda.is_available())
+    out["torch_cuda"] = torch.version.cuda
+    out["arch_list"] = torch.cuda.get_arch_list() if torch.version.cuda else []
+    out["gpu_cc"] = [list(torch.cuda.get_device_capability(i)) for i in range(torch.cuda.device_count())]
+    if torch.version.cuda:
+        import glob, os, re
+        from torch.utils.cpp_extension import CUDA_HOME
+        out["cuda_home"] = CUDA_HOME
+        # the C++ standard this torch's headers demand (OpenFold's setup.py asks nvcc for C++14)
+        h = os.path.join(os.path.dirname(torch.__file__), "include", "torch", "csrc", "api", "include", "torch", "all.h")
+        m = re.search(r"C\+\+(\d+) or later", open(h).read()) if os.path.exists(h) else None
+        out["cxx_std"] = "c++" + m.group(1) if m else None
+        # headers of the CUDA libraries torch came with (pip's nvidia-* wheels)
+        out["pip_cuda_includes"] = sorted({d for p in sys.path for d in glob.glob(os.path.join(p, "nvidia", "*", "include"))})
 except Exception as exc:
     out["torch"] = None
     out["torch_error"] = repr(exc)
@@ -92,8 +122,7 @@ print(json.dumps(out))
 '''
 
 
-class InstallError(Exception):
-    pass
+InstallError = cuda.InstallError
 
 
 def say(msg: str) -> None:
@@ -102,10 +131,14 @@ def say(msg: str) -> None:
 
 def run(cmd: list[str], env: dict | None = None, cwd: str | None = None) -> str:
     say("$ " + " ".join(cmd))
-    proc = subprocess.run(cmd, env=env, cwd=cwd, text=True, capture_output=True)
+    proc = subprocess.run(cmd, env=env, cwd=cwd, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     if proc.returncode != 0:
-        tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-25:])
-        raise InstallError(f"command failed (exit {proc.returncode}): {' '.join(cmd)}\n{tail}")
+        fd, log = tempfile.mkstemp(prefix="xopt-openfold-install-", suffix=".log")
+        with os.fdopen(fd, "w") as f:
+            f.write("$ " + " ".join(cmd) + "\n" + proc.stdout)
+        cause = cuda.first_error_line(proc.stdout) or "no error line in its output"
+        raise InstallError(f"{cause}\n  (exit {proc.returncode} from: {' '.join(cmd[:4])} ...; "
+                           f"its whole output: {log})")
     return proc.stdout
 
 
@@ -198,17 +231,19 @@ def install(args) -> int:
     if state.get("openfold") == VERSION and state.get("import_ok") and not args.force:
         say(f"openfold {VERSION} already installed and importable")
     else:
-        build_and_install(python, args)
+        build_and_install(python, args, state)
 
     final = probe(python)
     if not final.get("import_ok"):
         raise InstallError(f"openfold installed but does not import: {final.get('import_error')}")
-    say(f"done: openfold {final['openfold']} imports with torch {final['torch']}; "
-        f"extension {'CUDA kernel' if final['cuda'] else 'CPU stub (xopt supplies the CPU softmax)'}")
+    kernel = "CUDA kernel" if final.get("torch_cuda") and final.get("cuda_home") else "CPU stub"
+    say(f"done: openfold {final['openfold']} imports with torch {final['torch']}; extension: {kernel}"
+        f"{'' if final['cuda'] else ' (no GPU here: xopt supplies the CPU softmax)'}")
     return 0
 
 
-def build_and_install(python: str, args) -> None:
+def build_and_install(python: str, args, state: dict) -> None:
+    env = cuda.kernel_env(state, say)  # before any download: a bad TORCH_CUDA_ARCH_LIST stops here
     tmp = None
     if args.keep_build:
         workdir = args.keep_build.resolve()
@@ -231,7 +266,7 @@ def build_and_install(python: str, args) -> None:
         # torch must be visible to setup.py, hence no build isolation; --no-deps because
         # openfold 0.0.1 declares none and the runtime deps were handled above.
         run([python, "-m", "pip", "install", "--no-build-isolation", "--no-deps",
-             *(["--force-reinstall"] if args.force else []), str(src)])
+             *(["--force-reinstall"] if args.force else []), str(src)], env=env)
         say(f"built and installed openfold {VERSION} from {sdist.name}")
     finally:
         if tmp:

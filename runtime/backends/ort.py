@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from xopt.errors import UserError
-from xopt.extras import onnxruntime, ort_conflict
+from xopt.errors import MissingExtraError, UserError
+from xopt.extras import onnxruntime, ort_conflict, require
 from xopt.runtime.backends.base import Backend, Session, register_backend
 
 _LEVELS = {"disabled": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC",
@@ -192,8 +192,11 @@ def probe_provider(provider: str) -> tuple[bool, str]:
         return False, f"{provider} is not in this onnxruntime build: pip install \"xopt[gpu]\" (not with onnxruntime)"
     if not gpus():
         return False, "no NVIDIA GPU/driver visible to NVML"
-    import onnx
-    from onnx import TensorProto, helper
+    try:
+        onnx = require("onnx", "gpu", "the GPU providers are probed with a one-node ONNX model")
+    except MissingExtraError as exc:
+        return False, str(exc)
+    TensorProto, helper = onnx.TensorProto, onnx.helper
 
     graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "probe",
                               [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
