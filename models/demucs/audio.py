@@ -21,8 +21,10 @@ from xopt.extras import require
 
 # WAV channel order (WAVEFORMATEXTENSIBLE): L R C LFE, then the surround pairs (Ls Rs [Lb Rb]).
 SURROUND = {6: "5.1 (L R C LFE Ls Rs)", 8: "7.1 (L R C LFE Ls Rs Lb Rb)"}
-# channel masks that mean those layouts: 5.1 with back or side surrounds, 7.1
-_SURROUND_MASKS = {6: {0x3F, 0x60F}, 8: {0x63F}}
+# channel masks that mean those layouts: 5.1 with back or side surrounds; 7.1 with side and back
+# surrounds, or Microsoft's older 7.1 (KSAUDIO_SPEAKER_7POINT1, what libsndfile writes) whose
+# last pair sits between the front and the centre: either way a pair at -3 dB to its side
+_SURROUND_MASKS = {6: {0x3F, 0x60F}, 8: {0x63F, 0xFF}}
 BS775_GAIN = float(np.sqrt(0.5))  # -3 dB for the centre and each surround channel
 CONVERT_FIX = "convert it to stereo first, e.g. ffmpeg -i in.wav -ac 2 out.wav"
 _READ_BLOCK = 8192  # frames per read: a decoder that fails mid-file loses at most this much
