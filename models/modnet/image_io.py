@@ -176,8 +176,8 @@ def inspect(src: Path) -> dict:
                 _quiet_pil(Image)
                 with Image.open(src) as im:
                     return {"kind": "image", "width": im.width, "height": im.height, "mode": im.mode}
-        except Image.DecompressionBombError:
-            return {"kind": "image"}  # too large: reading it says so, with the limit
+        except Image.DecompressionBombError as exc:  # past twice PIL's pixel limit: as `_open_image` says
+            raise UserError(f"{src} is too large to decode ({exc})", "scale it down first") from exc
         except (OSError, ValueError, SyntaxError) as exc:
             raise UserError(f"{src} is not a readable image ({exc})", "pass a PNG, JPEG, TIFF, BMP or WebP file") from exc
     if src.suffix.lower() not in VIDEO_SUFFIXES:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ._support import assert_user_error, cli_process, snapshot, without_root_override
+from ._support import assert_user_error, cli_process, png_bytes, snapshot, without_root_override
 
 sf = pytest.importorskip("soundfile")
 
@@ -90,6 +90,7 @@ def test_a_6_channel_file_with_another_channel_mask_is_refused(tmp_path):
     ("photo.png", b"not a png at all" * 8, "is not a readable image"),
     ("notes.txt", b"just some text\n", "is neither an image nor a video this build can read"),
     ("clip.mp4", bytes(range(256)) * 8, "is neither an image nor a video this build can read"),
+    ("bomb.png", png_bytes(20000, 20000, rows=b""), "is too large to decode"),  # 400 Mpx in the header
 ])
 def test_modnet_input_is_refused_before_the_export(name, content, needle, tmp_path):
     (tmp_path / name).write_bytes(content)
