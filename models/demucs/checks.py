@@ -79,8 +79,7 @@ def checks(raw, output: Mapping[str, np.ndarray], info: Mapping[str, Any] | None
         out.append(_check("input channels", ch, "", f"{model['channels']}", ch == model["channels"],
                           f"the input has {ch} channel(s) and the model expects {model['channels']}: "
                           f"{'mono was duplicated' if ch == 1 else 'it was downmixed to stereo (ITU-R BS.775)'}; "
-                          "a pipeline that "
-                          "feeds it otherwise separates something else", info))
+                          "a pipeline that feeds it otherwise separates something else", info))
     mix = np.asarray(raw, np.float32)
     c = consistency_db(mix, output)
     out.append(_check("mixture consistency", c, "dB", f"at least {CONSISTENCY_MIN_DB:g} dB", c >= CONSISTENCY_MIN_DB,
