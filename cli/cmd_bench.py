@@ -24,9 +24,18 @@ def run(args) -> int:
     from xopt.errors import OutputExistsError
     from xopt.analysis.bench import bench_model
 
+    from xopt.atomic import check_writable
+    from xopt.registry import get_model
+
+    variants = [v for v in args.variants.split(",") if v]
+    spec = get_model(args.model)
+    for v in variants:  # a wrong name is its own message, before anything is exported
+        spec.variant(v)
     if args.out and Path(args.out).exists() and not args.force:
         raise OutputExistsError(args.out)  # before the benchmark, not after it
-    result = bench_model(args.model, [v for v in args.variants.split(",") if v], artifacts=args.artifacts,
+    if args.out:
+        check_writable(args.out)
+    result = bench_model(args.model, variants, artifacts=args.artifacts,
                          frames=args.frames, profile_name=args.profile, command=command_line())
     console().print(table(result["title"], result["head"], result["rows"]))
     for line in result["verdicts"]:

@@ -36,11 +36,13 @@ def profile_files(paths, args, default_out: Path, tolerance: dict | None = None)
     from xopt.analysis.generic import profile_onnx
     from xopt.analysis.quiet import log_summary, quiet_third_party
     from xopt.analysis.report import print_summary, refuse_existing, write_reports
+    from xopt.atomic import check_writable
 
     if args.warmup < 0 or (args.threads is not None and args.threads < 1):
         raise UserError("--warmup must be >= 0 and --threads >= 1", "fix the flag")
     out = Path(args.out) if args.out else default_out
     refuse_existing(out, args.force, ("xopt.log",))
+    check_writable(out)  # before measuring: a report that cannot be written would lose the work
     with tempfile.TemporaryDirectory(prefix="xopt-log-") as tmp:
         log = Path(tmp) / "xopt.log"
         with quiet_third_party(log):

@@ -62,8 +62,16 @@ def run(args) -> int:
     from xopt.analysis.eval_report import print_summary, warning_lines, write_eval_reports
     from xopt.analysis.report import refuse_existing
 
+    from xopt.atomic import check_writable
+    from xopt.registry import get_model
+
+    spec = get_model(args.model)
+    for v in (args.variants or "").split(","):  # a wrong name is its own message, before the dataset is read
+        if v:
+            spec.variant(v)
     out = Path(args.out) if args.out else Path("reports") / f"{args.model}-eval"
     refuse_existing(out, args.force)  # before any work: report.md/html may be the user's own files
+    check_writable(out)
     options = {k[len("data_"):]: v for k, v in vars(args).items() if k.startswith("data_") and v is not None}
     options["skip_missing"] = args.skip_missing
     variants = [v for v in args.variants.split(",") if v] if args.variants else None

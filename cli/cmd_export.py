@@ -1,6 +1,7 @@
 """`xopt export`: the FP32 ONNX baseline and optimized variants."""
 from __future__ import annotations
 
+from pathlib import Path
 
 from xopt.errors import UserError
 from xopt.cli.cmd_fit import fit_paths
@@ -84,6 +85,12 @@ def run(args) -> int:
     if unused:  # silently ignored, it would look like a gate that was loosened
         raise UserError(f"--tolerance names variant(s) {', '.join(unused)} that this export does not build",
                         f"use one of {', '.join(variants)}")
+    from xopt.atomic import check_writable  # before a fit (--chunk), a conversion or a build
+    from xopt.export.pipeline import default_out_dir
+
+    check_writable(args.out or default_out_dir(spec.name))
+    if args.checkpoint and not Path(args.checkpoint).exists():  # what else is wrong with it, the model says
+        raise UserError(f"checkpoint {args.checkpoint} does not exist", "pass the path of a checkpoint file")
     overrides = {}
     if args.chunk:
         if spec.fit is None or spec.fit.chunk is None:

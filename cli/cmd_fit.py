@@ -32,15 +32,17 @@ def fit_paths(model: str) -> dict:
 
 
 def run(args) -> int:
+    from xopt.analysis.report import refuse_existing, write_reports
+    from xopt.atomic import check_writable
     from xopt.profiles import get_profile
     from xopt.registry import get_model
-    from xopt.analysis.report import refuse_existing, write_reports
 
     spec = get_model(args.model)
     if spec.fit is None:
         raise UserError(f"model {spec.name} has no fit-to-budget search", "use xopt profile for its memory")
     out = Path(args.out) if args.out else fit_default_out(args.model)
     refuse_existing(out, args.force)
+    check_writable(out)  # before the search: a report that cannot be written would lose it
     report = spec.fit.search(spec, get_profile(args.profile), spec.config(args.config),
                              {"command": command_line(), **fit_paths(spec.name)})
     section = report.get("extra", {}).get("fit", {})

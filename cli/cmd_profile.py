@@ -94,6 +94,7 @@ def run(args) -> int:
         raise UserError("--shapes and --val-range are for ONNX files without a model spec",
                         f"use {args.model}'s own size flags (xopt profile {args.model} --help)")
     from xopt.analysis.profiler import profile_model, validate_request
+    from xopt.atomic import check_writable
     from xopt.analysis.quiet import log_summary, quiet_third_party
     from xopt.analysis.report import print_summary, refuse_existing, write_reports
 
@@ -111,6 +112,7 @@ def run(args) -> int:
         raise UserError(f"--inputs {args.inputs} is not a file", "pass a Polygraphy JSON inputs file")
     out = Path(args.out) if args.out else Path("reports") / args.model
     refuse_existing(out, args.force, ("xopt.log",))  # after validation: a bad flag gets its own message
+    check_writable(out)  # before measuring: a report that cannot be written would lose the work
     import tempfile
 
     from xopt.analysis.quiet import fresh_log

@@ -27,8 +27,10 @@ def run(args) -> int:
     reports = [load(p) for p in args.reports]
     if args.out:
         from xopt.analysis.report import refuse_existing
+        from xopt.atomic import check_writable
 
         refuse_existing(args.out, args.force)  # before any work
+        check_writable(args.out)
     if len(reports) == 1:
         if reports[0]["kind"] == "profile":
             print_summary(reports[0])

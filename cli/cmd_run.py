@@ -1,6 +1,7 @@
 """`xopt run`: a built artifact on a file."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from xopt.errors import OutputExistsError, UserError
@@ -10,7 +11,14 @@ ORDER = 5
 HELP = "run a built artifact on a file (image, video, audio track, FASTA)"
 
 
+EXIT_CHECK_FAILED = 3
+EPILOG = ("exit status: 0 done; 1 an error, before anything was written; 3 finished, but something failed a "
+          "check (an input that ends early, e.g. a cut-off video: what it held was processed; with many files: "
+          "a file that failed)")
+
+
 def add_arguments(p, argv: list[str]) -> None:
+    p.epilog = EPILOG
     p.add_argument("model")
     p.add_argument("input", help="a file, or many: a directory or a quoted glob ('frames/*.png')")
     p.add_argument("-o", "--output", required=True)
@@ -34,6 +42,7 @@ def run(args) -> int:
     from xopt.runtime import load_pipeline
 
     spec = get_model(args.model)  # an unknown model is named as such, not as a missing export
+    spec.variant(args.variant)  # so is an unknown variant, whatever the export holds
     art = Path(args.artifacts or default_out_dir(args.model))
     if (art / MANIFEST_NAME).is_file() and load_manifest(art).model != spec.name:
         raise UserError(f"{art} holds a {load_manifest(art).model} export, not {spec.name}",
@@ -43,13 +52,19 @@ def run(args) -> int:
         from xopt.cli.run_batch import run_many
 
         return run_many(args, spec, art)
-    if not src.exists():
-        raise UserError(f"{src} does not exist", "pass an existing input file")
-    if src.is_dir():
-        raise UserError(f"{src} is a directory", "pass a file")
+    from xopt.atomic import check_writable
+    from xopt.runtime.pipeline import check_input
+
     if Path(args.output).resolve() == src.resolve():
         raise UserError(f"the output {args.output} is the input file", "choose another -o/--output (even --force "
                         "never overwrites the input)")
+    # before any export or session: the input is there, readable and of a kind the model takes
+    # (its pipeline reads the header), and the output can be written
+    facts = check_input(spec, src)
+    check_writable(args.output, "-o/--output")
+    said = list(dict.fromkeys(facts.get("notes") or ()))
+    for text in said:  # e.g. a 5.1 track that will be downmixed
+        print(f"xopt: note: {text}", file=sys.stderr)
     # like xopt profile: build what is missing (and say so) rather than fail on a fresh checkout;
     # a file passed as --artifacts, or a variant the model does not have, gets its own message below
     missing = not art.exists() or (art.is_dir() and not (art / MANIFEST_NAME).is_file())
@@ -68,10 +83,11 @@ def run(args) -> int:
         pipe.close()
     for p in written:
         print(p)
-    import sys
-
+    for n in pipe.notes:  # what the pipeline found while reading (said here unless said above)
+        if n["failed"] or n["text"] not in said:
+            print(f"xopt: {'warning' if n['failed'] else 'note'}: {n['text']}", file=sys.stderr)
     from xopt.analysis.eval_runner import run_warnings  # label-free checks of what was written
 
     for line in run_warnings(spec, src, written, pipe.config.get("weights")):
         print(f"xopt: warning: {line}", file=sys.stderr)
-    return 0
+    return EXIT_CHECK_FAILED if any(n["failed"] for n in pipe.notes) else 0

@@ -24,7 +24,10 @@ def run(args) -> int:
     from xopt.analysis.quiet import log_summary, quiet_third_party
     from xopt.analysis.sweep import default_out, run_sweep
 
+    from xopt.atomic import check_writable
+
     where = Path(args.out) if args.out else default_out(args.sweep)
+    check_writable(where)  # before any point is measured
     if where.is_dir():  # Ray's and the libraries' own output go to a log beside the results
         log = where / "xopt.log"
     else:

@@ -33,6 +33,9 @@ def export_missing(spec, variant: str, artifacts) -> None:
     exporters' own output kept in the export log as `xopt export` keeps it."""
     from xopt.analysis.profiler import ensure_variants
     from xopt.analysis.quiet import log_summary, quiet_export
+    from xopt.atomic import check_writable
+
+    check_writable(artifacts, "--artifacts")  # named as this command's flag, before the build
 
     with quiet_export(spec.name) as log:
         manifest = ensure_variants(spec.name, [variant], artifacts, None)

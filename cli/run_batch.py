@@ -19,6 +19,13 @@ def run_many(args, spec, art: Path) -> int:
     spec.variant(args.variant)
     if art.is_file():
         raise UserError(f"--artifacts {art} is a file", "pass the directory xopt export wrote")
+    _check_inputs(spec, inputs)
+    out = Path(args.output)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out} is a file, and many inputs need a directory", "pass a directory to -o/--output")
+    from xopt.atomic import check_writable
+
+    check_writable(out, "-o/--output")
     if not (art / MANIFEST_NAME).is_file() or not load_manifest(art).has(args.variant):
         from xopt.cli.common import export_missing  # like a single file: build what is missing
 
@@ -29,9 +36,6 @@ def run_many(args, spec, art: Path) -> int:
         ray_env.require_ray("for xopt run --ray")
     from xopt.analysis.quiet import log_summary, quiet_third_party
 
-    out = Path(args.output)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"{out} is a file, and many inputs need a directory", "pass a directory to -o/--output")
     out.mkdir(parents=True, exist_ok=True)
     log = out / "xopt-batch.log"  # Ray's and the libraries' own chatter, beside batch.json
     with quiet_third_party(log):
@@ -39,13 +43,35 @@ def run_many(args, spec, art: Path) -> int:
                            use_ray=args.ray, address=args.address, workers=args.workers, threads=args.threads)
     for path in result.outputs:
         print(Path(args.output) / path)
+    for item in result.done:  # what the pipeline had to say (a downmix; a file that ends early)
+        for n in item.get("notes") or ():
+            print(f"xopt: {'warning' if n['failed'] else 'note'}: {n['text']}", file=sys.stderr)
     for item in result.failed:
         print(f"xopt: failed: {item['input']}: {item['error']}", file=sys.stderr)
     ok = len(result.done) + result.skipped
-    print(f"xopt: {ok} of {result.total} file(s) done ({result.skipped} unchanged from an earlier run), "
+    short = f" ({len(result.incomplete)} of them failed a check)" if result.incomplete else ""
+    print(f"xopt: {ok} of {result.total} file(s) done{short} ({result.skipped} unchanged from an earlier run), "
           f"{len(result.failed)} failed, {result.wall_s:.1f} s on {result.where}; record: {result.record}",
           file=sys.stderr)
     note = log_summary(log)
     if note:
         print(f"xopt: {note}", file=sys.stderr)
     return result.exit_code
+
+
+def _check_inputs(spec, inputs: list[Path]) -> None:
+    """Each input's header, before any export: when none can be run, say why (the first
+    reasons); otherwise the ones that cannot fail alone in the batch, with the same message."""
+    from xopt.runtime.pipeline import check_input
+
+    bad = []
+    for p in inputs:
+        try:
+            check_input(spec, p)
+        except UserError as exc:
+            bad.append(exc)
+    if bad and len(bad) == len(inputs):
+        if len(bad) == 1:
+            raise bad[0]
+        raise UserError(f"none of the {len(inputs)} inputs can be run by {spec.name} ({bad[0].problem}; "
+                        f"and {len(bad) - 1} more)", bad[0].fix)

@@ -55,6 +55,46 @@ def write_error(exc: OSError, path: Path) -> UserError | OSError:
     return exc
 
 
+def _nearest_existing(path: Path) -> Path:
+    for d in [path, *path.parents]:
+        if d.exists():
+            return d
+    return Path.cwd()  # unreachable for a real path: "/" (or ".") exists
+
+
+def check_writable(target: str | os.PathLike, flag: str = "--out") -> Path:
+    """Refuse, before any work, an output location this process cannot write into.
+
+    `target` is the directory or file a command will write (it need not exist yet): the
+    folder tested is `target` itself when it is an existing directory, else the nearest
+    existing folder above it, where the missing ones would be made. The test creates a
+    child there and removes it at once: permission bits say nothing when running as root,
+    and nothing else knows about read-only mounts, ACLs or quotas. Returns the folder tested.
+    """
+    target = Path(target)
+    where = _nearest_existing(target)
+    if where.exists() and not where.is_dir():
+        if where == target:  # an existing file to be replaced: its folder gets the new one
+            where = where.parent
+        else:
+            raise UserError(f"{where} is a file, so {target} cannot be written", f"choose another {flag}")
+    try:
+        probe = tempfile.mkdtemp(prefix=".xopt-write-test-", dir=where)
+    except OSError as exc:
+        raise _unwritable(where, target, exc, flag) from exc
+    with contextlib.suppress(OSError):
+        os.rmdir(probe)
+    return where
+
+
+def _unwritable(where: Path, target: Path, exc: OSError, flag: str) -> UserError:
+    lead = "" if where == target else f"cannot write {target}: "
+    if is_disk_full(exc):
+        return UserError(f"{lead}{where} has no room left ({exc.strerror})", f"free some space or choose another {flag}")
+    return UserError(f"{lead}{where} is not writable ({exc.strerror or exc})",
+                     f"choose a writable {flag} or make that folder writable")
+
+
 def ensure_parent(dest: Path) -> None:
     """Create `dest`'s directory; a file where a directory is needed is a UserError."""
     blocking = next((d for d in dest.parents if d.exists()), None)
@@ -171,8 +211,8 @@ def dir_lock(directory: str | os.PathLike, timeout: float = 600.0, tidy: bool = 
     lock = FileLock(str(lock_path))
     deadline = time.monotonic() + timeout
     while True:
-        directory.mkdir(parents=True, exist_ok=True)
         try:
+            directory.mkdir(parents=True, exist_ok=True)
             lock.acquire(timeout=max(0.0, deadline - time.monotonic()))
             break
         except Timeout as exc:
@@ -183,6 +223,10 @@ def dir_lock(directory: str | os.PathLike, timeout: float = 600.0, tidy: bool = 
             # A tidying holder removed the directory while we waited for its lock: recreate it and retry.
             if time.monotonic() >= deadline:
                 raise
+        except OSError as exc:  # a read-only folder (or mount), or no room for the lock file
+            if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS, *_NO_ROOM):
+                raise
+            raise _unwritable(_nearest_existing(directory), directory, exc, "--out") from exc
     try:
         yield
     finally:

@@ -17,6 +17,7 @@ from xopt import progress
 from xopt.atomic import atomic_path, dir_lock, dumps, is_disk_full
 from xopt.errors import GateFailed, OutputExistsError, ParityError, UserError
 from xopt import compare as parity
+from xopt.runtime import verify_variants
 from xopt.runtime.backends.torch_eager import torch_outputs
 from xopt.export.onnx_export import io_signature, opset_of, to_onnx
 from xopt.hashing import sha256_file
@@ -293,6 +294,8 @@ def export_model(name: str, variants: Sequence[str] = ("fp32",), out_dir: str | 
         want_weights = _weights_key(checkpoint, seed, source)
         manifest = _existing(out_dir, spec, want_weights, cfg, force)
         todo = _todo(manifest, wanted, out_dir, pass_options or {}, force)
+        if manifest is not None:  # what is kept or built upon must still be what the manifest records
+            verify_variants(manifest, [v["name"] for v in manifest.variants if v["name"] not in {t.name for t in todo}])
         if not todo:
             return manifest
         for v in todo:

@@ -4,11 +4,11 @@ Imports no torch unless the `torch` backend (or a model pipeline that needs it) 
 """
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 
 from xopt.errors import UserError
 from xopt.runtime.backends.base import Session, all_backends, get_backend
+from xopt.runtime.pipeline import pipeline_class
 
 __all__ = ["load", "load_pipeline", "Session", "all_backends", "get_backend"]
 
@@ -55,7 +55,7 @@ def load(path_or_manifest, backend: str = "ort-cpu", variant: str | None = None,
     if path.is_dir():
         raise UserError(f"{path} is a directory, not a model file", "pass the .onnx/.engine file or its export directory")
     if entry is not None and b.artifact == "onnx":
-        _verify(path, entry)
+        verify_artifact(path, entry)
     session = b.session(path, **options)
     if entry is not None:
         from xopt.manifest import tensor_names
@@ -84,7 +84,7 @@ def _assemble(manifest, entry: dict, main: Session, backend, options: dict) -> S
             path = manifest.directory / g["path"]
             if not path.exists():
                 raise UserError(f"artifact {path} is missing", "re-run xopt export with --force")
-            _verify(path, g)
+            verify_artifact(path, g)
             graphs[g["name"]] = backend.session(path, **options)
     except BaseException:
         for s in graphs.values():
@@ -94,10 +94,13 @@ def _assemble(manifest, entry: dict, main: Session, backend, options: dict) -> S
     return spec.assemble(main, graphs, entry)
 
 
-def _verify(path: Path, entry: dict) -> None:
-    """An artifact replaced or truncated after export would otherwise fail deep inside a backend."""
+def verify_artifact(path: Path, entry: dict) -> None:
+    """An artifact replaced or truncated after export would otherwise fail deep inside a backend
+    (or, in the exporter, be built upon): its bytes must hash to the manifest entry's sha256."""
     from xopt.hashing import sha256_file
 
+    if not path.is_file():
+        raise UserError(f"artifact {path} is missing", "re-run xopt export with --force")
     if path.stat().st_size == 0:
         raise UserError(f"{path} is empty", "re-run xopt export with --force")
     if entry.get("sha256") and sha256_file(path) != entry["sha256"]:
@@ -122,10 +125,9 @@ def load_pipeline(path_or_manifest, backend: str = "ort-cpu", variant: str | Non
                             "pass the directory xopt export wrote (it holds manifest.json)")
         manifest = load_manifest(path)
     spec = get_model(manifest.model)
-    if not spec.pipeline:
+    cls = pipeline_class(spec)
+    if cls is None:
         raise UserError(f"model {spec.name} has no runtime pipeline", "use xopt.runtime.load for raw sessions")
-    module_name, _, cls_name = spec.pipeline.partition(":")
-    cls = getattr(importlib.import_module(module_name), cls_name)
     entry = manifest.variant(variant or "fp32")
     session = load(manifest, backend=backend, variant=variant, **options)
     return cls(session, pipeline_config(manifest), variant=entry)
@@ -135,3 +137,12 @@ def pipeline_config(manifest) -> dict:
     """What a pipeline is configured with: the export's config, and the weights provenance for
     pipelines that rebuild parts of the model in PyTorch (OpenFold's structure module)."""
     return {**manifest.config, "weights": manifest.weights}
+
+
+def verify_variants(manifest, names) -> None:
+    """`verify_artifact` on each named variant of `manifest`: its main file and its extra graphs."""
+    for name in names:
+        entry = manifest.variant(name)
+        verify_artifact(manifest.path_of(name), entry)
+        for g in entry.get("graphs") or ():
+            verify_artifact((manifest.directory or Path(".")) / g["path"], g)

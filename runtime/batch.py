@@ -63,8 +63,13 @@ class BatchResult:
     record: Path | None = None
 
     @property
+    def incomplete(self) -> list[dict]:
+        """Done, but the pipeline found something that failed a check (e.g. an input that ends early)."""
+        return [d for d in self.done if any(n.get("failed") for n in d.get("notes") or ())]
+
+    @property
     def exit_code(self) -> int:
-        return 3 if self.failed else 0
+        return 3 if self.failed or self.incomplete else 0
 
     @property
     def outputs(self) -> list[str]:
@@ -99,6 +104,8 @@ class _Record:
         it = self.data["items"].get(str(src))
         if not it or it.get("status") != "ok" or it.get("artifact") != self.artifact:
             return False
+        if any(n.get("failed") for n in it.get("notes") or ()):
+            return False  # it failed a check (e.g. it ends early): run it again and say so again
         st = src.stat()
         return (it.get("size"), it.get("mtime_ns")) == (st.st_size, st.st_mtime_ns) and all(
             (self.path.parent / o).is_file() for o in it["outputs"])
@@ -260,10 +267,11 @@ def _in_process(art, todo, out, variant, backend, options, commit, finish) -> No
             stage = stage_root / str(i)
             stage.mkdir()
             t0 = time.perf_counter()
+            pipe.notes.clear()
             try:
                 written = pipe.process_file(src, pipe.batch_target(src, stage), force=True)
                 rels = commit.files(src, stage, written)
-                outcome = {"status": "ok", "outputs": rels, "error": None}
+                outcome = {"status": "ok", "outputs": rels, "error": None, "notes": list(pipe.notes)}
             except Exception as exc:  # noqa: BLE001 - a bad file is recorded and skipped
                 outcome = {"status": "failed", "outputs": [], "error": _one_line(exc)}
             finish(src, {**outcome, "seconds": round(time.perf_counter() - t0, 3), "worker": os.getpid()})

@@ -5,9 +5,11 @@ imports no torch, so an app can ship ONNX Runtime or TensorRT alone.
 """
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+from xopt.errors import UserError
 from xopt.runtime.backends.base import Session
 
 
@@ -24,6 +26,25 @@ class Pipeline:
         self.session = session
         self.config = dict(config or {})
         self.variant = dict(variant or {})
+
+    @property
+    def notes(self) -> list[dict]:
+        """What `process_file` had to say about its inputs (see `note`); the caller clears it
+        between files. (A property: a plug-in pipeline's own __init__ need not set it up.)"""
+        return self.__dict__.setdefault("_notes", [])
+
+    @classmethod
+    def check_input(cls, path: Path) -> dict:
+        """Facts about the file `process_file` would read, from its header only (no decoding, no
+        session): raise UserError for a file this pipeline cannot take. `xopt run` calls it before
+        it exports or loads anything. The facts may carry "notes" (e.g. a downmix that will happen),
+        said before the work starts. The caller has checked that `path` is a readable file."""
+        return {}
+
+    def note(self, text: str, failed: bool = False) -> None:
+        """Record something the user must hear about the input just processed. `failed`: the run
+        finished but did not get everything (e.g. the file ends early): `xopt run` exits 3."""
+        self.notes.append({"text": text, "failed": bool(failed)})
 
     def __call__(self, raw: Any) -> Any:
         """End to end on one raw input (an image, a track, a sequence)."""
@@ -46,3 +67,34 @@ class Pipeline:
 
     def close(self) -> None:
         self.session.close()
+
+
+def pipeline_class(spec) -> type[Pipeline] | None:
+    """The Pipeline subclass a spec names ("module:Class"), imported on first use; None if it has none."""
+    if not spec.pipeline:
+        return None
+    module_name, _, cls_name = spec.pipeline.partition(":")
+    return getattr(importlib.import_module(module_name), cls_name)
+
+
+def check_readable(path: Path) -> None:
+    """An input that exists, is a file and can be opened: UserError otherwise."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{path} does not exist", "pass an existing input file")
+    if path.is_dir():
+        raise UserError(f"{path} is a directory", "pass a file")
+    try:
+        with open(path, "rb") as fh:
+            fh.read(1)
+    except OSError as exc:
+        raise UserError(f"cannot read {path} ({exc.strerror or exc})", "check the file and its permissions") from exc
+
+
+def check_input(spec, path: str | Path) -> dict:
+    """What `xopt run` checks of an input before any export or session: the file is there and
+    readable, and the model's pipeline (its `check_input` hook) can take it. Returns its facts."""
+    path = Path(path)
+    check_readable(path)
+    cls = pipeline_class(spec)
+    return dict(cls.check_input(path) or {}) if cls is not None else {}

@@ -10,6 +10,7 @@ shared mount, or the one machine of an embedded Ray); outputs need no shared sto
 from __future__ import annotations
 
 import io
+import json
 import os
 import tarfile
 import tempfile
@@ -43,10 +44,11 @@ class PipelineActor:
 
         from xopt.runtime.batch import _one_line
 
-        out: dict[str, list] = {"path": [], "error": [], "payload": [], "seconds": [], "worker": []}
+        out: dict[str, list] = {"path": [], "error": [], "payload": [], "seconds": [], "worker": [], "notes": []}
         for path, data in zip(batch["path"], batch["bytes"]):
             t0 = time.perf_counter()
             error, payload = "", b""
+            self.pipe.notes.clear()
             with tempfile.TemporaryDirectory(prefix="xopt-batch-") as tmp:
                 src = Path(tmp) / "in" / Path(str(path)).name  # the pipeline names outputs after it
                 src.parent.mkdir()
@@ -62,10 +64,13 @@ class PipelineActor:
                     payload = buf.getvalue()
                 except Exception as exc:  # noqa: BLE001 - the file's error, reported by the driver
                     error = _one_line(exc).replace(str(src), str(path))
+                # the pipeline's notes name the copy it read: name the user's file
+                notes = json.dumps([{**n, "text": n["text"].replace(str(src), str(path))} for n in self.pipe.notes])
             for key, value in (("path", str(path)), ("error", error), ("payload", payload),
-                               ("seconds", time.perf_counter() - t0), ("worker", self.pid)):
+                               ("seconds", time.perf_counter() - t0), ("worker", self.pid), ("notes", notes)):
                 out[key].append(value)
-        return {k: np.array(v, dtype=object if k in ("path", "error", "payload") else None) for k, v in out.items()}
+        return {k: np.array(v, dtype=object if k in ("path", "error", "payload", "notes") else None)
+                for k, v in out.items()}
 
 
 def _registered() -> dict:
@@ -122,7 +127,8 @@ def run(art: Path, todo: list[Path], variant: str, backend: str, address: str | 
                        "seconds": round(float(row["seconds"]), 3), "worker": int(row["worker"])}
             if not row["error"]:
                 try:
-                    outcome.update(status="ok", outputs=commit.payload(src, row["payload"]))
+                    outcome.update(status="ok", outputs=commit.payload(src, row["payload"]),
+                                   notes=json.loads(row.get("notes") or "[]"))
                 except Exception as exc:  # noqa: BLE001 - e.g. an output that exists and is not ours
                     outcome["error"] = _one_line(exc)
             finish(src, outcome)

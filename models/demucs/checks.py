@@ -38,6 +38,12 @@ def loudness(wav: np.ndarray, rate: int) -> float | None:
 
     if wav.shape[-1] < int(0.4 * rate) + 1:
         return None
+    if wav.shape[0] > 5:
+        # pyloudnorm weighs at most five channels (L R C Ls Rs): wider audio is measured as the
+        # stereo the model was given (5.1/7.1 downmix), any other layout as its channel mean
+        from xopt.models.demucs.audio import SURROUND, downmix_stereo
+
+        wav = downmix_stereo(wav)[0] if wav.shape[0] in SURROUND else wav.mean(axis=0, keepdims=True)
     pyln = require("pyloudnorm", "demucs", "for loudness checks")
     with np.errstate(divide="ignore"):
         value = float(pyln.Meter(rate).integrated_loudness(np.ascontiguousarray(wav.T, np.float64)))
@@ -72,8 +78,8 @@ def checks(raw, output: Mapping[str, np.ndarray], info: Mapping[str, Any] | None
     if ch is not None:
         out.append(_check("input channels", ch, "", f"{model['channels']}", ch == model["channels"],
                           f"the input has {ch} channel(s) and the model expects {model['channels']}: "
-                          f"{'mono was duplicated' if ch == 1 else 'extra channels were dropped'}; a pipeline that "
-                          "feeds it otherwise separates something else", info))
+                          f"{'mono was duplicated' if ch == 1 else 'it was downmixed to stereo (ITU-R BS.775)'}; "
+                          "a pipeline that feeds it otherwise separates something else", info))
     mix = np.asarray(raw, np.float32)
     c = consistency_db(mix, output)
     out.append(_check("mixture consistency", c, "dB", f"at least {CONSISTENCY_MIN_DB:g} dB", c >= CONSISTENCY_MIN_DB,
@@ -120,9 +126,9 @@ def run_checks(src: Path, written: list[Path], info: Mapping[str, Any] | None = 
         stems[Path(p).stem], r = read_audio(Path(p))
         rates.add(r)
     rate = rates.pop() if len(rates) == 1 else 44100
-    wav, src_rate = read_audio(Path(src))
+    wav, src_rate, _ = audio.read_stored(Path(src))  # as the pipeline read it (a file that ends early too)
     channels = next(iter(stems.values())).shape[0] if stems else 2
-    mix = audio.as_channels(audio.resample(wav, src_rate, rate), channels)
+    mix = audio.resample(audio.as_channels(wav, channels), src_rate, rate)  # the pipeline's order
     model = {"samplerate": rate, "channels": channels, **((info or {}).get("model") or {})}
     return checks(mix, stems, {**(info or {}), "source": {"samplerate": src_rate, "channels": wav.shape[0], "wav": wav},
                                "model": model})

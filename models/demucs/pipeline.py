@@ -149,6 +149,11 @@ class SeparationPipeline(Pipeline):
         out = separate(self.session, wav, self.cfg, progress=progress)
         return dict(zip(self.sources, out))
 
+    @classmethod
+    def check_input(cls, path: Path) -> dict:
+        """The audio header: readable, not empty, a channel layout with a stereo downmix."""
+        return audio.inspect(path, DEFAULTS["audio_channels"])
+
     def raw_samples(self, n: int, targets: dict, seed: int = 0) -> list[np.ndarray]:
         seconds = track_seconds(targets)
         return [generate(seconds, seed + i, self.cfg["samplerate"], self.cfg["audio_channels"])[0] for i in range(n)]
@@ -163,9 +168,15 @@ class SeparationPipeline(Pipeline):
             for t in targets:
                 if t.exists():
                     raise OutputExistsError(t)
-        stems = self(src, progress=progress)
-        return [audio.write(t, stems[s], self.cfg["samplerate"], force=force, subtype=self.cfg["subtype"])
-                for s, t in zip(self.sources, targets)]
+        wav, facts = audio.read_track(src, self.cfg["samplerate"], self.cfg["audio_channels"])
+        for text in facts["notes"]:  # a 5.1/7.1 downmix
+            self.note(text)
+        stems = self(wav, progress=progress)
+        written = [audio.write(t, stems[s], self.cfg["samplerate"], force=force, subtype=self.cfg["subtype"])
+                   for s, t in zip(self.sources, targets)]
+        if facts["ends_early"]:  # what was there is separated; the run says what was missing
+            self.note(facts["ends_early"], failed=True)
+        return written
 
 
 # --- the spec's numpy callables -----------------------------------------------------------

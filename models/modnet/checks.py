@@ -120,12 +120,7 @@ def run_checks(src: Path, written: list[Path], info: Mapping[str, Any] | None = 
 
 
 def _video_frames(path: Path, grey: bool = False):
-    from xopt.extras import require
+    from xopt.models.modnet.video_io import read_frames  # as the pipeline read it: a cut file too
 
-    av = require("av", "video", "to read video")
-    with av.open(str(path)) as container:
-        for frame in container.decode(container.streams.video[0]):
-            if grey:
-                yield frame.to_ndarray(format="gray").astype(np.float32) / 255.0
-            else:
-                yield frame.to_ndarray(format="rgb24")
+    for frame in read_frames(path, "gray" if grey else "rgb24"):
+        yield frame.astype(np.float32) / 255.0 if grey else frame

@@ -285,6 +285,13 @@ class MattingPipeline(Pipeline):
     def raw_samples(self, n: int, targets: dict, seed: int = 0) -> list[np.ndarray]:
         return _raw_at_targets(targets, n, seed)
 
+    @classmethod
+    def check_input(cls, path: Path) -> dict:
+        """An image PIL identifies, or a video with a decodable first frame."""
+        from xopt.models.modnet.image_io import inspect
+
+        return inspect(Path(path))
+
     def process_file(self, src, dst, force: bool = False,
                      progress: Callable[[Iterable], Iterable] | None = None) -> list[Path]:
         from xopt.models.modnet.image_io import process_file

@@ -84,6 +84,13 @@ class OpenFoldPipeline(Pipeline):
         eager = {**settings, **variant_settings(settings.get("precision", "fp32"), settings.get("chunk_size"))}
         self.folder = Folder(self.model, self.of_cfg, trunk=make_trunk(self.model.evoformer, eager, inplace_safe=True))
 
+    @classmethod
+    def check_input(cls, path: Path) -> dict:
+        """The whole FASTA/A3M parsed (it is small): one query of amino acids, a consistent alignment."""
+        query, aln = read_input(path)
+        return {"kind": "a3m" if aln is not None else "fasta", "name": query.name, "residues": len(query.sequence),
+                "alignment_rows": len(aln.rows) if aln is not None else 0}
+
     def features(self, query: Query, alignment: Alignment | None = None) -> dict:
         """AlphaFold's feature batch (numpy, trailing recycling axis)."""
         from xopt.models.openfold.features import make_batch, raw_features

@@ -42,9 +42,10 @@ def cli(*args) -> Result:
     return Result(rc, out.getvalue(), err.getvalue())
 
 
-def cli_process(*args, setup: str = "", cwd=None, timeout: float = 300, popen: bool = False):
+def cli_process(*args, setup: str = "", cwd=None, timeout: float = 300, popen: bool = False, prefix=()):
     """`xopt ARGS` in a child process, after `setup` (Python) ran there: for signals, resource
-    limits and true concurrency. `popen` returns the running Popen instead of waiting."""
+    limits and true concurrency. `popen` returns the running Popen instead of waiting; `prefix`
+    runs the child through another command (e.g. `without_root_override()`)."""
     code = "\n".join([
         # Ctrl-C as at a terminal: a suite started in the background of a non-interactive shell
         # inherits SIGINT ignored, and Python then keeps ignoring it
@@ -55,12 +56,27 @@ def cli_process(*args, setup: str = "", cwd=None, timeout: float = 300, popen: b
         textwrap.dedent(setup),
         f"sys.exit(xopt.cli.main({['-q', *map(str, args)]!r}))",
     ])
-    cmd = [sys.executable, "-c", code]
+    cmd = [*prefix, sys.executable, "-c", code]
     env = {**os.environ, "COLUMNS": "200", "OMP_NUM_THREADS": "1"}
     if popen:
         return subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     r = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     return Result(r.returncode, r.stdout, r.stderr)
+
+
+def without_root_override() -> list[str]:
+    """The command prefix under which permission bits apply: root (sessions and CI run as root)
+    reads and writes through mode 000/555, unless the capabilities that override them are
+    dropped (setpriv, from util-linux). Skips the test where that is not possible."""
+    import shutil
+
+    import pytest
+
+    if os.geteuid() != 0:
+        return []
+    if shutil.which("setpriv") is None:
+        pytest.skip("running as root without setpriv (util-linux): permission bits cannot be tested")
+    return ["setpriv", "--bounding-set", "-dac_override,-dac_read_search,-fowner", "--"]
 
 
 def assert_user_error(r: Result, *needles: str) -> str:

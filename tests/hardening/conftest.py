@@ -40,3 +40,16 @@ def toy_export(tmp_path_factory):
 @pytest.fixture
 def toy_copy(toy_export, tmp_path):
     return shutil.copytree(toy_export, tmp_path / "toy-art")
+
+
+@pytest.fixture(scope="session")
+def demucs_export(tmp_path_factory):
+    """The tiny HTDemucs preset exported to FP32 (the dynamo exporter: ~30-90 s on two busy
+    cores, so the tests that use it are slow ones)."""
+    pytest.importorskip("demucs")
+    pytest.importorskip("onnxruntime")
+    from xopt.export.pipeline import export_model
+
+    out = tmp_path_factory.mktemp("demucs") / "art"
+    export_model("demucs", ["fp32"], out_dir=out, config="tiny")
+    return out

@@ -82,7 +82,7 @@ def test_bench_refuses_an_existing_output_before_benchmarking(tmp_path):
 
 @pytest.mark.parametrize("args, needle", [
     (["run", "modnet", "{photo}", "-o", "m.png", "--artifacts", "{art}", "--variant", "int3"],
-     "unknown variant in {art} 'int3'; choose one of: fp32"),
+     "unknown variant for modnet 'int3' (did you mean 'int8'?); choose one of: fp16, fp32, int8"),
     (["run", "modnet", "{photo}", "-o", "m.png", "--artifacts", "{art}", "--backend", "cuda9"],
      "unknown backend 'cuda9'; choose one of:"),
     (["run", "resnet", "{photo}", "-o", "m.png"], "unknown model 'resnet'; choose one of:"),

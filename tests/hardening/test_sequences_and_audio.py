@@ -142,18 +142,6 @@ def test_audio_reader_on_arbitrary_bytes(data, suffix):
     assert wav.ndim == 2 and wav.shape[0] == 2 and wav.dtype == np.float32 and np.isfinite(wav).all()
 
 
-@pytest.fixture(scope="module")
-def demucs_export(tmp_path_factory):
-    """The tiny HTDemucs preset exported to FP32 (the dynamo exporter: the slowest fixture here)."""
-    pytest.importorskip("demucs")
-    pytest.importorskip("onnxruntime")
-    from xopt.export.pipeline import export_model
-
-    out = tmp_path_factory.mktemp("demucs") / "art"
-    export_model("demucs", ["fp32"], out_dir=out, config="tiny")
-    return out
-
-
 def _write_audio(path: Path, kind: str) -> int:
     """Write `kind` of audio to `path`; return the length the stems must have at 44.1 kHz."""
     mix = _mix(0.6)
