@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from xopt.errors import UserError
 from xopt.cli.cmd_fit import fit_paths
-from xopt.cli.common import console, table
+from xopt.cli.common import console, print_table
 
 NAME = "export"
 ORDER = 3
@@ -85,18 +85,13 @@ def run(args) -> int:
         raise UserError(f"--tolerance names variant(s) {', '.join(unused)} that this export does not build",
                         f"use one of {', '.join(variants)}")
     overrides = {}
-    if args.chunk:
-        if spec.fit is None or spec.fit.chunk is None:
-            raise UserError(f"model {spec.name} has no chunking", "drop --chunk")
-        overrides.update(spec.fit.chunk(args.chunk, profile, args.config, fit_paths(spec.name)))
-    source = None
-    if args.from_tf:
-        if args.checkpoint:
-            raise UserError("--from-tf and --checkpoint both name the weights", "pass only one of them")
-        from xopt.export.tf import tf_source
-
-        source = tf_source(args.from_tf, spec, layout=args.tf_layout)
-    from xopt.analysis.quiet import log_summary, quiet_export
+    if args.chunk and (spec.fit is None or spec.fit.chunk is None):
+        raise UserError(f"model {spec.name} has no chunking", "drop --chunk")
+    if args.from_tf and args.checkpoint:
+        raise UserError("--from-tf and --checkpoint both name the weights", "pass only one of them")
+    from xopt.analysis.quiet import announce, run_log
+    from xopt.cli.common import command_line
+    from xopt.export.pipeline import default_out_dir
 
     options = pass_options(args)
     if args.max_drop is not None:
@@ -108,7 +103,16 @@ def run(args) -> int:
                             "drop --max-drop, or add a gated variant (e.g. --int8)")
         for p in gated:
             options.setdefault(p, {})["max_drop"] = args.max_drop
-    with quiet_export(spec.name) as log:
+    with run_log(args.out or default_out_dir(spec.name), "export", command_line()) as log:
+        if args.chunk:  # --chunk auto measures in child processes: their output belongs in the log
+            overrides.update(spec.fit.chunk(args.chunk, profile, args.config, fit_paths(spec.name)))
+        source = None
+        if args.from_tf:  # TensorFlow's import prints to file descriptor 2: inside the log
+            from xopt import progress
+            from xopt.export.tf import tf_source
+
+            with progress.step(f"{spec.name}: TensorFlow model {args.from_tf} -> ONNX (tf2onnx)"):
+                source = tf_source(args.from_tf, spec, layout=args.tf_layout)
         manifest = export_model(spec.name, variants, out_dir=args.out, checkpoint=args.checkpoint,
                                 config=args.config, config_overrides=overrides or None, profile=profile,
                                 force=args.force, pass_options=options, seed=args.seed,
@@ -118,20 +122,18 @@ def run(args) -> int:
 
             add_engines(spec, manifest, engine_for, args.engine, profile, force=args.force,
                         options=pass_options(args).get("engine"))
-    note = log_summary(log)
-    if note:
-        console().print(note, style="dim", markup=False)
     rows = [[v["name"], v["precision"], v["path"], f"{v['size_bytes'] / 2**20:.1f}",
              f"{v['parity']['max_abs']:.3g}", "pass" if v["parity"]["passed"] else "FAIL",
              ", ".join(f"{e['path']}{' (cache hit)' if e.get('cache_hit') else ''}" for e in v.get("engines", []))]
             for v in manifest.variants]
-    console().print(table(f"{spec.name} → {manifest.directory} (weights: {manifest.weights.get('kind')})",
-                            ["variant", "precision", "file", "MB", "parity max abs", "parity", "engines"], rows))
+    print_table(f"{spec.name} → {manifest.directory} (weights: {manifest.weights.get('kind')})",
+                ["variant", "precision", "file", "MB", "parity max abs", "parity", "engines"], rows)
     for line in gate_lines(manifest.variants):
         console().print(line, markup=False)
     choice = (manifest.config or {}).get("chunk_choice")
     if choice:
         console().print(f"chunking: {choice}", markup=False)
+    announce(log)
     return 0
 
 
