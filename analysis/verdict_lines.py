@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import math
 
+from xopt.stats import figure, megabytes, timing_ms
+
 # On a GPU profile measured on a CPU host the speed on the device is unknown; the variant
 # suggested is the first precision here that passes: FP16/BF16 run on tensor cores through
 # ONNX Runtime's CUDA EP, while QDQ INT8 pays off only as a TensorRT engine.
@@ -28,30 +30,39 @@ def baseline(report: dict) -> dict | None:
     return next((r for r in ok if r["variant"] == "fp32"), next((r for r in ok if r.get("precision") == "fp32"), None))
 
 
-def _times(ratio: float) -> str:
-    if abs(ratio - 1.0) < 0.005:
-        return "the same speed (1.00×)"
-    return f"{ratio:.2f}× faster" if ratio >= 1 else f"{1 / ratio:.2f}× slower"
-
-
-def _ms(v: float) -> str:
-    return f"{v / 1e3:.3g} s" if v >= 1e3 else f"{v:.3g} ms"
+def _inverted(r: dict) -> bool:
+    """Model-only slower than end to end (which contains it): only noise does that."""
+    e2e, model = _p50(r, "latency_e2e_ms"), _p50(r, "latency_ms")
+    return bool(e2e and model and model > e2e)
 
 
 def speed_text(r: dict, base: dict | None) -> str:
+    """Speed against the FP32 baseline, end to end and model-only; "no measurable difference"
+    instead of a ratio where the timings' spreads overlap, or where the two ratios disagree
+    in direction (one faster, one slower: noise decided both)."""
+    from xopt.analysis.verdicts import no_difference, speed_verdict
+
     e2e, model = _p50(r, "latency_e2e_ms"), _p50(r, "latency_ms")
-    if base is None or base is r:
-        parts = [f"{_ms(e2e)} end to end" if e2e else None, f"{_ms(model)} model-only" if model else None]
-        return ("the FP32 baseline: " if base is r else "no FP32 timing to compare with: ") + \
+    if base is None or base is r:  # each figure rounded to what its own noise allows
+        parts = [f"{timing_ms(r.get('latency_e2e_ms'))} end to end" if e2e else None,
+                 f"{timing_ms(r.get('latency_ms'))} model-only" if model else None]
+        text = ("the FP32 baseline: " if base is r else "no FP32 timing to compare with: ") + \
             ", ".join(p for p in parts if p)
-    parts = []
-    b_e2e, b_model = _p50(base, "latency_e2e_ms"), _p50(base, "latency_ms")
-    if e2e and b_e2e:
-        parts.append(f"{_times(b_e2e / e2e)} end to end")
-    if model and b_model:
-        parts.append(f"{_times(b_model / model)} model-only")
-    text = ", ".join(parts) or "no timing"
-    slower = (model and b_model and model > b_model) or (not (model and b_model) and e2e and b_e2e and e2e > b_e2e)
+        if _inverted(r):
+            text += " (model-only above end to end, which contains it: timing noise on this busy machine)"
+        return text
+    found = [(name, speed_verdict(r.get(key), base.get(key))) for name, key in
+             (("end to end", "latency_e2e_ms"), ("model-only", "latency_ms"))
+             if _p50(r, key) and _p50(base, key)]
+    if not found:
+        return "no timing"
+    busy = any(v["busy"] for _, v in found) or _inverted(r) or _inverted(base)
+    measured = [(name, v) for name, v in found if v["measurable"]]
+    if not measured or len({v["ratio"] >= 1 for _, v in measured}) > 1:
+        return no_difference(busy)
+    text = ", ".join(f"{v['text']} {name}" if v["measurable"] else f"no measurable difference {name}"
+                     for name, v in found)
+    slower = all(v["ratio"] < 1 for _, v in measured)
     if slower and r.get("precision") in HALF and str(r.get("backend", "")).startswith("ort-cpu"):
         text += (" (expected on a CPU: ONNX Runtime's CPU kernels run FP16 graphs through casts to FP32; "
                  "FP16 pays off on a GPU)")
@@ -60,7 +71,7 @@ def speed_text(r: dict, base: dict | None) -> str:
 
 def _val(v, unit: str = "") -> str:
     n = _num(v)
-    return f"{n:.4g}{unit}" if n is not None else str(v)
+    return f"{figure(n)}{unit}" if n is not None else str(v)
 
 
 def drift_text(r: dict, report: dict) -> str:
@@ -104,9 +115,9 @@ def memory_text(r: dict, report: dict) -> str:
     basis = "VRAM" if mem.get("kind") == "vram-nvml" else "host RSS, a proxy for VRAM" \
         if (report.get("profile") or {}).get("kind") == "gpu" else "host RSS"
     if c is None or _num(c.get("limit")) is None:
-        return f"{peak:.0f} MB ({basis})"
+        return f"{megabytes(peak)} ({basis})"
     within = "within" if c.get("passed") else "OVER"
-    return f"{peak:.0f} MB ({basis}), {within} the {float(c['limit']):.0f} MB budget"
+    return f"{megabytes(peak)} ({basis}), {within} the {megabytes(c['limit'])} budget"
 
 
 def other_checks(r: dict) -> list[str]:
