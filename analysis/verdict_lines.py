@@ -51,6 +51,8 @@ def speed_text(r: dict, base: dict | None) -> str:
         if _inverted(r):
             text += " (model-only above end to end, which contains it: timing noise on this busy machine)"
         return text
+    if _inverted(r) or _inverted(base):  # model-only slower than the end to end that contains it
+        return no_difference(True)
     found = [(name, speed_verdict(r.get(key), base.get(key))) for name, key in
              (("end to end", "latency_e2e_ms"), ("model-only", "latency_ms"))
              if _p50(r, key) and _p50(base, key)]
@@ -178,17 +180,24 @@ def ship_line(report: dict) -> str:
 
     fastest = min(ok, key=speed)
     base = baseline(report)
-    gain = f", {speed_text(fastest, base)}" if base is not None and fastest is not base else ""
+    gain = speed_text(fastest, base) if base is not None and fastest is not base else ""
+    # "fastest" only where the gain over FP32 is measurable: noise does not pick a variant
+    unmeasured = gain.startswith("no measurable difference") and base in ok
     on_host = profile.get("kind") == "gpu" and all((r.get("memory") or {}).get("kind") != "vram-nvml"
                                                     for r in results if not r.get("error"))
     if not on_host:
-        return f"Ship for {name}: {fastest['variant']} — the fastest variant that passes its drift gate and the budget{gain}"
+        if unmeasured:
+            return (f"Ship for {name}: {base['variant']} — no variant that passes its drift gate and the budget is "
+                    f"measurably faster here ({fastest['variant']}: {gain})")
+        return (f"Ship for {name}: {fastest['variant']} — the fastest variant that passes its drift gate and the "
+                f"budget{', ' + gain if gain else ''}")
     order = {p: i for i, p in enumerate(GPU_PREFERENCE)}
     pick = min(ok, key=lambda r: (order.get(r.get("precision"), len(order)), speed(r)))
+    here = (f"none measurably faster than {base['variant']} ({fastest['variant']}: {gain})" if unmeasured
+            else f"{fastest['variant']}{', ' + gain if gain else ''}")
     return (f"Ship for {name}: {pick['variant']} — passes its drift gate and fits the budget, and its precision "
             f"({pick.get('precision')}) is the GPU's fast path; its speed on the device is not measured on this CPU "
-            f"host (confirm there with --backend ort-cuda). Fastest that passes on this machine: "
-            f"{fastest['variant']}{gain}")
+            f"host (confirm there with --backend ort-cuda). Fastest that passes on this machine: {here}")
 
 
 def _eval_lines(report: dict) -> list[str]:

@@ -133,7 +133,7 @@ class Counter:
     def counts(self) -> str:
         what = f" {self.what}" if self.what else ""
         if self.total:
-            left = self.left()
+            left = self.left() if self.done < self.total else None  # all done: the step is finishing up
             return f"{self.done}/{self.total}{what}" + (f", about {duration(left)} left" if left is not None else "")
         return f"{self.done}{what}" if self.done else ""
 
@@ -211,8 +211,8 @@ def _shown(counter: Counter, counts: bool) -> Iterator[Counter]:
             finally:
                 beat.stop()
         ok = True
-    except GeneratorExit:  # a tracked iterable the caller stopped early: the step still ended
-        ok = True
+    except GeneratorExit:  # a tracked iterable closed early: ended if every item was through, else failed
+        ok = counter.total is None or counter.done >= counter.total
         raise
     finally:
         counter._refresh = None

@@ -88,8 +88,13 @@ def test_verdict_known_answers(report):
     assert lines[0].startswith("fp32 (ort-cpu) — the FP32 baseline") and "MB budget" in lines[0]
     ship = lines[-1]  # a GPU profile measured on this CPU host: the precision is named, the speed is not claimed
     assert ship.startswith("Ship for rtx3060-laptop-12gb: fp16") and "not measured on this CPU host" in ship
-    rep["profile"]["kind"] = "cpu"
+    assert "Fastest that passes on this machine: none measurably faster than fp32" in ship
+    rep["profile"]["kind"] = "cpu"  # a CPU profile: ship the variant measurably fastest here, or FP32
+    assert verdict_lines(rep)[-1].startswith("Ship for rtx3060-laptop-12gb: fp32 — no variant that passes")
+    fp16["latency_e2e_ms"], fp16["latency_ms"] = {"p50": 30.0, "cv": 0.01}, {"p50": 20.0, "cv": 0.01}
     assert verdict_lines(rep)[-1].startswith("Ship for rtx3060-laptop-12gb: fp16 — the fastest variant")
+    fp16["latency_ms"] = {"p50": 31.0, "cv": 0.01}  # model-only above end to end: noise, whatever the spreads
+    assert "no measurable difference on this busy machine" in verdict_lines(rep)[1]
     for r in rep["results"]:
         r["drift_gate"]["passed"] = False
     assert "none of the profiled variants" in verdict_lines(rep)[-1]
