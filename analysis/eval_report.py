@@ -96,6 +96,9 @@ def _md_table(head, rows) -> str:
 
 
 def _provenance(report: dict) -> list[str]:
+    from xopt.analysis.report import settings_text
+    from xopt.stats import megabytes
+
     m, w, s = report["machine"], report["weights"], report.get("settings", {})
     weights = w.get("kind", "?") + (f", seed {w['seed']}" if w.get("seed") is not None else "") + \
         (f", {w.get('path')}" if w.get("path") else "") + (f" — {w['note']}" if w.get("note") else "")
@@ -104,9 +107,10 @@ def _provenance(report: dict) -> list[str]:
     vers = ", ".join(f"{k} {v}" for k, v in sorted(m.get("versions", {}).items()))
     gpus = ", ".join(g["name"] for g in m.get("gpus", [])) or "none"
     return [f"- **weights**: {weights}",
-            f"- **machine**: {m.get('cpu')} ({m.get('cpu_count')} cores, {m.get('ram_mb')} MB RAM); GPU: {gpus}",
+            f"- **machine**: {m.get('cpu')} ({m.get('cpu_count')} cores, {megabytes(m.get('ram_mb'))} RAM); "
+            f"GPU: {gpus}",
             f"- **versions**: {vers}",
-            f"- **settings**: {', '.join(f'{k}={v}' for k, v in s.items() if v not in (None, {}, ''))}",
+            f"- **settings**: {settings_text(s)}",
             f"- **reproduce**: `{report.get('command', '')}`"]
 
 
@@ -153,37 +157,23 @@ def write_eval_reports(report: dict, out_dir: str | Path, force: bool = False) -
 
 
 def _record_written(out_dir: Path, paths: dict[str, Path]) -> None:
-    """Record the files' sha256 where analysis.report keeps that record (so a re-run may replace
-    what xopt wrote, and refuses what it did not)."""
-    import json
+    """Record the files' sha256 (xopt.written), so a re-run may replace what xopt wrote and
+    refuses what it did not."""
+    from xopt.written import record
 
-    from xopt.analysis import report as generic
-    from xopt.hashing import sha256_file
-
-    name = getattr(generic, "WRITTEN", None)
-    if not name:
-        return
-    try:
-        known = json.loads((out_dir / name).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        known = {}
-    write_json(out_dir / name, {**known, **{p.name: sha256_file(p) for p in paths.values()}}, force=True)
+    record(paths.values())
 
 
 def print_summary(report: dict, console=None) -> None:
     from rich.console import Console
     from rich.markup import escape
-    from rich.table import Table
+
+    from xopt.analysis.report import print_table
 
     console = console or Console()
     head, rows = summary_rows(report, compact=True)
-    table = Table(title=escape(f"{report['model']} against ground truth — {len(report['dataset']['items'])} items — "
-                               f"weights: {report['weights'].get('kind')}"))
-    for h in head:
-        table.add_column(escape(h), overflow="fold")
-    for row in rows:
-        table.add_row(*[escape(str(c)) for c in row])
-    console.print(table)
+    print_table(f"{report['model']} against ground truth — {len(report['dataset']['items'])} items — "
+                f"weights: {report['weights'].get('kind')}", head, rows, console)
     for note in report["dataset"].get("notes", []):
         console.print(escape(f"note: {note}"))
     if len(metric_keys(report)) > 4:

@@ -90,7 +90,7 @@ def json_safe(v):
 def score_items(hooks, items: list, produce, info: Mapping[str, Any], label: str) -> tuple[list, list]:
     """(per-item records, seconds per item): `produce(item)` gives the output to score."""
     records, seconds = [], []
-    for item in progress.track(items, label, len(items)):
+    for item in progress.track(items, label, len(items), "items"):
         t0 = time.perf_counter()
         output = produce(item)
         seconds.append(time.perf_counter() - t0)

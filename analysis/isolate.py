@@ -61,18 +61,20 @@ def run_job(kind: str, payload: Mapping[str, Any], workdir: Path, log: Path,
     with open(log, "a", encoding="utf-8") as log_fh:
         log_fh.write(f"\n===== {kind} job {job.name} =====\n")
         log_fh.flush()
-        proc = subprocess.Popen([sys.executable, "-m", "xopt.analysis.worker", str(job), str(result)],
-                                stdout=subprocess.PIPE, stderr=log_fh, text=True,
-                                env={**os.environ, **(env or {}), "PYTHONWARNINGS": "default",
-                                     # the same import path: models and passes registered from it come back
-                                     "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)})
-        assert proc.stdout is not None
-        for line in proc.stdout:  # progress lines; anything else a library printed goes to the log
-            if line.startswith('{"progress"') and on_progress:
-                on_progress(json.loads(line)["progress"])
-            elif line.strip():
-                log_fh.write(line)
-        rc = proc.wait()
+        # a context manager: it closes the stdout pipe (else a ResourceWarning for every job)
+        with subprocess.Popen([sys.executable, "-m", "xopt.analysis.worker", str(job), str(result)],
+                              stdout=subprocess.PIPE, stderr=log_fh, text=True,
+                              env={**os.environ, **(env or {}), "PYTHONWARNINGS": "default",
+                                   # the same import path: models and passes registered from it come back
+                                   "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}) as proc:
+            assert proc.stdout is not None
+            for line in proc.stdout:  # progress lines; anything else a library printed goes to the log
+                if line.startswith('{"progress"') and on_progress:
+                    on_progress(json.loads(line)["progress"])
+                elif line.strip():
+                    log_fh.write(line)
+                    log_fh.flush()
+            rc = proc.wait()
     data = json.loads(result.read_text(encoding="utf-8")) if result.exists() else {}
     if data.get("user_error"):
         raise UserError(data["user_error"])

@@ -10,6 +10,8 @@ from typing import Sequence
 
 from xopt.atomic import write_json, write_text
 from xopt.report_schema import validate
+from xopt.stats import NOISY_CV, figure, megabytes, timing_ms  # NOISY_CV: sweep_report reads it here
+from xopt.written import ours  # which files a re-run may replace (the record reports share with run)
 
 
 def _fmt(v, digits=4) -> str:
@@ -17,8 +19,10 @@ def _fmt(v, digits=4) -> str:
         return "–"
     if isinstance(v, bool):
         return "yes" if v else "no"
-    if isinstance(v, float):
-        return f"{v:.{digits}g}"
+    if isinstance(v, (int, float)):
+        return figure(v, digits)  # 10,445 not 1.044e+04; an exponent only below 0.001
+    if isinstance(v, (list, tuple)):
+        return ", ".join(_fmt(x, digits) for x in v)  # never a Python list's repr
     return str(v)
 
 
@@ -29,7 +33,6 @@ def drift_keys(report: dict) -> list[str]:
     return keys
 
 
-NOISY_CV = 0.10  # coefficient of variation above which timings are called noisy
 
 
 def check_status(check: dict) -> str:
@@ -56,57 +59,105 @@ def _num(v) -> str:
     if not isinstance(v, (int, float)) or isinstance(v, bool):
         return _fmt(v)  # a hand-edited report may hold anything: show it, do not crash
     v = float(v)
-    return f"{v:.0f}" if abs(v) >= 100 else f"{v:.3g}"
+    return f"{v:,.0f}" if abs(v) >= 100 else f"{v:.3g}"
 
 
 def _pair(lat: dict | None) -> str:
     return "–" if not isinstance(lat, dict) or lat.get("p50") is None else \
-        f"{_num(lat.get('p50'))} / {_num(lat.get('p99'))}"
+        f"{_cell_ms(lat, 'p50')} / {_cell_ms(lat, 'p99')}"
 
 
-def summary_rows(report: dict, compact: bool = False) -> tuple[list[str], list[list[str]]]:
-    """The summary table. Model-only and end-to-end latency are separate columns; `compact`
-    (terminal) keeps the leading drift term and folds p50/p99 into one cell."""
-    keys = drift_keys(report)[:1] if compact else drift_keys(report)
+def _cell_ms(lat: dict | None, key: str) -> str:
+    """A latency cell at the precision its noise allows (see xopt.stats.timing_ms)."""
+    text = timing_ms(lat, key)
+    return text[:-3] if text.endswith(" ms") else text
+
+
+def _gate_text(r: dict) -> str:
+    gate = r.get("drift_gate") or {}
+    if not gate and not r.get("error"):
+        return "–"  # nothing to judge by (an ONNX file without a spec): not a failure
+    text = {True: "pass", None: "not applied"}.get(gate.get("passed"), "FAIL") + (
+        f" ({gate['ratio_to_noise']:.1f}× noise)" if isinstance(gate.get("ratio_to_noise"), (int, float)) else "")
+    return f"FAILED: {r['error']}" if r.get("error") else text
+
+
+def _cv(lat: dict | None) -> str:
+    cv = (lat or {}).get("cv")
+    return f"{cv:.0%}" if isinstance(cv, (int, float)) and not isinstance(cv, bool) else "–"
+
+
+def summary_tables(report: dict) -> list[tuple[str, list[str], list[list[str]]]]:
+    """The summary as separate tables, so that model-only and end-to-end figures (each with its
+    own p50/p90/p99/fps) cannot be read for one another: accuracy, model-only latency,
+    end-to-end latency (when measured), memory and budget. Each is (title, head, rows)."""
+    keys = drift_keys(report)
     extra = report.get("extra", {})
     gate_key = (extra.get("gate") or {}).get("key")
     higher = set(extra.get("higher_is_better") or ())
     arrows = [f"{k} {'↑' if k in higher else '↓'}" for k in keys]
-    mem_head = "memory MB"
-    if compact:
-        mem_head = "host MB" if report["results"] and report["results"][0]["memory"]["kind"] == "host-rss" else "VRAM MB"
-        head = ["variant", "backend", *arrows, "drift gate", "model p50/p99 ms", "fps", "CV", "e2e p50/p99 ms",
-                "e2e fps", "first ms", mem_head, "budget"]
-    else:
-        head = ["variant", "backend", *arrows, "noise floor", "max abs", "drift gate", "model p50 ms", "p90", "p99",
-                "fps", "CV", "e2e p50 ms", "p90", "p99", "fps", "first ms", mem_head, "budget"]
+    acc, model, e2e, mem = [], [], [], []
+    for r in report["results"]:
+        name = r["variant"]
+        if r.get("error") and not r.get("drift"):
+            acc.append([name, r["backend"], f"FAILED: {r['error']}"] + [""] * (len(arrows) + 2))
+            continue
+        d, nf = r["drift"], r.get("noise_floor") or {}
+        first = gate_key or (keys[0] if keys else None)
+        max_abs = max((t["max_abs"] for t in d.get("tensor", {}).values()), default=None)
+        acc.append([name, r["backend"], *[_fmt(d.get(k)) for k in keys],
+                    f"{first} {_fmt(nf.get(first))}" if first else "–", _fmt(max_abs), _gate_text(r)])
+        lat, lat_e2e = r.get("latency_ms") or {}, r.get("latency_e2e_ms")
+        model.append([name, _cell_ms(lat, "p50"), _cell_ms(lat, "p90"), _cell_ms(lat, "p99"), _num(r.get("fps")),
+                      _cv(lat), _num((r.get("warmup_ms") or {}).get("first_inference"))])
+        if lat_e2e:
+            e2e.append([name, _cell_ms(lat_e2e, "p50"), _cell_ms(lat_e2e, "p90"), _cell_ms(lat_e2e, "p99"),
+                        _num(r.get("fps_e2e")), _cv(lat_e2e)])
+        m = r.get("memory") or {}
+        mem.append([name, figure(round(m["peak_mb"])) if isinstance(m.get("peak_mb"), (int, float)) else "–",
+                    m.get("kind", "–"), budget_status(r.get("budget") or {})])
+    out = [("Accuracy: drift against the FP32 reference", ["variant", "backend", *arrows, "noise floor", "max abs",
+                                                            "drift gate"], acc),
+           ("Model-only latency: the graph alone", ["variant", "p50 ms", "p90 ms", "p99 ms", "fps", "CV",
+                                                    "first run ms"], model)]
+    if e2e:
+        out.append(("End-to-end latency: pre- and post-processing included",
+                    ["variant", "p50 ms", "p90 ms", "p99 ms", "fps", "CV"], e2e))
+    out.append(("Memory and budget", ["variant", "peak MB", "measured as", "budget"], mem))
+    return out
+
+
+def summary_rows(report: dict, compact: bool = False) -> tuple[list[str], list[list[str]]]:
+    """The terminal's one-table summary (`compact`) or, without it, the summary tables side by
+    side (for callers that want one table); model-only and end-to-end columns say which they are."""
+    if not compact:
+        head, rows = ["variant"], [[r["variant"]] for r in report["results"]]
+        for title, h, rs in summary_tables(report):
+            group = title.split(":")[0].lower()
+            head += [f"{group} {x}" for x in h[1:]]
+            by = {row[0]: row[1:] for row in rs}
+            for row in rows:
+                row += by.get(row[0], [""] * (len(h) - 1))
+        return head, rows
+    keys = drift_keys(report)[:1]
+    higher = set(report.get("extra", {}).get("higher_is_better") or ())
+    arrows = [f"{k} {'↑' if k in higher else '↓'}" for k in keys]
+    mem_head = "host MB" if report["results"] and (report["results"][0].get("memory") or {}).get("kind") == \
+        "host-rss" else "VRAM MB"
+    head = ["variant", "backend", *arrows, "drift gate", "model-only p50/p99 ms", "model-only fps", "CV",
+            "end-to-end p50/p99 ms", "end-to-end fps", "first run ms", mem_head, "budget"]
     rows = []
     for r in report["results"]:
         if r.get("error") and not r.get("drift"):
             rows.append([r["variant"], r["backend"], f"FAILED: {r['error']}"] + [""] * (len(head) - 3))
             continue
-        d, nf = r["drift"], r.get("noise_floor") or {}
-        first = gate_key or (keys[0] if keys else None)
-        max_abs = max((t["max_abs"] for t in d.get("tensor", {}).values()), default=None)
-        lat, e2e = r["latency_ms"], r.get("latency_e2e_ms")
-        gate = r.get("drift_gate") or {}
-        gate_text = {True: "pass", None: "not applied"}.get(gate.get("passed"), "FAIL") + (
-            f" ({gate['ratio_to_noise']:.1f}x noise)" if gate.get("ratio_to_noise") is not None else "")
-        if r.get("error"):
-            gate_text = f"FAILED: {r['error']}"
-        cv = f"{lat['cv']:.0%}" if isinstance(lat.get("cv"), (int, float)) else "–"
-        mem = _num(r["memory"]["peak_mb"])
-        row = [r["variant"], r["backend"], *[_fmt(d.get(k)) for k in keys]]
-        if compact:
-            row += [gate_text, _pair(lat), _num(r.get("fps")), cv, _pair(e2e), _num(r.get("fps_e2e")),
-                    _num(r["warmup_ms"].get("first_inference")), mem, budget_status(r["budget"])]
-        else:
-            row += [f"{first}={_fmt(nf.get(first))}" if first else "–", _fmt(max_abs), gate_text,
-                    _lat(lat, "p50"), _lat(lat, "p90"), _lat(lat, "p99"), _num(r.get("fps")), cv,
-                    _lat(e2e, "p50"), _lat(e2e, "p90"), _lat(e2e, "p99"), _num(r.get("fps_e2e")),
-                    _num(r["warmup_ms"].get("first_inference")), f"{mem} ({r['memory']['kind']})",
-                    budget_status(r["budget"])]
-        rows.append(row)
+        lat, e2e = r.get("latency_ms") or {}, r.get("latency_e2e_ms")
+        mem = r.get("memory") or {}
+        rows.append([r["variant"], r["backend"], *[_fmt(r["drift"].get(k)) for k in keys], _gate_text(r),
+                     _pair(lat), _num(r.get("fps")), _cv(lat), _pair(e2e), _num(r.get("fps_e2e")),
+                     _num((r.get("warmup_ms") or {}).get("first_inference")),
+                     figure(round(mem["peak_mb"])) if isinstance(mem.get("peak_mb"), (int, float)) else "–",
+                     budget_status(r.get("budget") or {})])
     return head, rows
 
 
@@ -136,6 +187,30 @@ def _md_table(head, rows) -> str:
     return "\n".join(lines)
 
 
+def setting_value(v) -> str:
+    """A settings value as a reader writes it: 1x3x512x512, 'intra-op 2, inter-op 1', 10,445."""
+    if isinstance(v, dict):
+        if isinstance(v.get("text"), str):  # a described value (the input size): its description
+            return v["text"]
+        return ", ".join(f"{str(k).replace('_', '-')} {setting_value(x)}" for k, x in v.items()
+                         if x not in (None, "", {}, []))
+    if isinstance(v, (list, tuple)):
+        if v and all(isinstance(x, int) and not isinstance(x, bool) for x in v):
+            return "x".join(str(x) for x in v)
+        return ", ".join(setting_value(x) for x in v)
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, int):
+        return str(v)  # sizes and counts: 4320 px, as the flags take them
+    return _fmt(v)
+
+
+def settings_text(settings: dict) -> str:
+    """The settings line of a report: `name: value` pairs separated by `; `, no Python dicts."""
+    return "; ".join(f"{str(k).replace('_', ' ')}: {setting_value(v)}" for k, v in (settings or {}).items()
+                     if v not in (None, "", {}, []))
+
+
 def _provenance(report: dict) -> list[str]:
     m, w, p = report["machine"], report["weights"], report.get("profile", {})
     gpus = ", ".join(f"{g['name']} (driver {g['driver']})" for g in m.get("gpus", [])) or "none"
@@ -144,10 +219,12 @@ def _provenance(report: dict) -> list[str]:
         (f", {w.get('path')} sha256 {str(w.get('sha256'))[:12]}" if w.get("kind") == "checkpoint" else "")
     return [f"- **weights**: {weights}" + (" — numbers describe random weights, not a trained model"
                                            if w.get("kind") == "seeded-random" else ""),
-            f"- **machine**: {m.get('cpu')} ({m.get('cpu_count')} cores, {m.get('ram_mb')} MB RAM); GPU: {gpus}",
+            f"- **machine**: {m.get('cpu')} ({m.get('cpu_count')} cores, {megabytes(m.get('ram_mb'))} RAM); "
+            f"GPU: {gpus}",
             f"- **versions**: {vers}",
-            f"- **device profile**: {p.get('name')} ({p.get('description', '')}), budget {_fmt(p.get('budget_mb'))} MB",
-            f"- **settings**: {', '.join(f'{k}={v}' for k, v in report.get('settings', {}).items())}",
+            f"- **device profile**: {p.get('name')} ({p.get('description', '')}), "
+            f"budget {megabytes(p.get('budget_mb'))}",
+            f"- **settings**: {settings_text(report.get('settings', {}))}",
             *([f"- **measured**: {shape_line(report)}"] if report["kind"] == "profile" else []),
             f"- **reproduce**: `{report.get('command', '')}`"]
 
@@ -166,7 +243,9 @@ def render_markdown(report: dict) -> str:
     out += _provenance(report) + ["", "Charts: report.html beside this file (self-contained, works offline).", ""]
     if report["kind"] == "profile":
         noisy = noisy_timings(report)
-        out += ["## Summary", "", *([f"> ⚠ {noisy}", ""] if noisy else []), _md_table(*summary_rows(report)), ""]
+        out += ["## Summary", "", *([f"> ⚠ {noisy}", ""] if noisy else [])]
+        for title, head, rows in summary_tables(report):
+            out += [f"### {title}", "", _md_table(head, rows), ""]
         out += ["## Budget checks", ""]
         for r in report["results"]:
             if r.get("error") and not r.get("drift"):
@@ -202,27 +281,6 @@ def report_paths(out_dir: str | Path) -> dict[str, Path]:
     return {"json": out_dir / "report.json", "md": out_dir / "report.md", "html": out_dir / "report.html"}
 
 
-WRITTEN = ".xopt-written.json"  # sha256 of each file xopt wrote in a report directory
-
-
-def _written(out_dir: Path) -> dict:
-    import json
-
-    try:
-        return json.loads((out_dir / WRITTEN).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-
-
-def ours(path: Path) -> bool:
-    """A file xopt wrote itself (its sha256 is the one recorded when it was written), so a
-    re-run may replace it; a file edited since, or never written by xopt, is not."""
-    from xopt.hashing import sha256_file
-
-    recorded = _written(path.parent).get(path.name)
-    return bool(recorded) and path.is_file() and sha256_file(path) == recorded
-
-
 def refuse_existing(out_dir: str | Path, force: bool, extra: tuple[str, ...] = ()) -> None:
     """Raise OutputExistsError for a report file in `out_dir` that xopt did not write (unless
     `force`); commands call it after validating their arguments and before the work."""
@@ -245,7 +303,7 @@ def write_reports(report: dict, out_dir: str | Path, force: bool = False,
     beside it), recording what was written so a re-run may replace it."""
     from xopt.analysis import previews
     from xopt.analysis.report_html import render_html
-    from xopt.hashing import sha256_file
+    from xopt.written import record
 
     validate(report)
     out_dir = Path(out_dir)
@@ -261,54 +319,29 @@ def write_reports(report: dict, out_dir: str | Path, force: bool = False,
     for name, text in (also or {}).items():
         paths[name] = out_dir / name
         write_text(paths[name], text, force=True)
-    written = {**_written(out_dir), **{p.name: sha256_file(p) for p in paths.values()}}
-    write_json(out_dir / WRITTEN, written, force=True)
-    for p in copied:  # preview files: their own record beside them, so `ours` reads it
-        folder = {**_written(p.parent), p.name: sha256_file(p)}
-        write_json(p.parent / WRITTEN, folder, force=True)
+    record([*paths.values(), *copied])  # preview files: a record in their own folder, so `ours` reads it
     return paths
 
 
 def print_summary(report: dict, console=None) -> None:
-    """The terminal summary: a table on a wide terminal, one block per variant under 100 columns."""
-    from rich.console import Console
-    from rich.markup import escape
-    from rich.table import Table
+    """The terminal summary (analysis/terminal.py)."""
+    from xopt.analysis.terminal import print_summary as show
 
-    console = console or Console()
-    head, rows = summary_rows(report, compact=True)
-    w = report["weights"]
-    title = (f"{report['model']} on {report['settings'].get('backend')} — weights: {w.get('kind')}"
-             f" — profile {report['profile']['name']}")
-    if console.width < 100:
-        console.print(escape(title), style="bold")
-        for row in rows:
-            console.print(escape(f"{row[0]} ({row[1]})"), style="bold")
-            for h, c in zip(head[2:], row[2:]):
-                if c not in ("", "–"):
-                    console.print(escape(f"  {h}: {c}"))
-    else:
-        table = Table(title=escape(title))
-        for h in head:
-            table.add_column(escape(h), overflow="fold")
-        for row in rows:
-            table.add_row(*[escape(str(c)) for c in row])
-        console.print(table)
-    console.print(escape(shape_line(report)), style="dim")
-    noisy = noisy_timings(report)
-    if noisy:
-        console.print(escape(f"warning: {noisy}"), style="yellow")
-    for r in report.get("results", []):  # the model's label-free checks on an end-to-end output
-        for c in r.get("label_free_checks") or []:
-            if isinstance(c, dict) and c.get("ok") is False:
-                console.print(escape(f"warning: {r['variant']}: {c.get('message') or c.get('name')}"), style="yellow")
-    from xopt.analysis.verdict_lines import verdict_lines
+    show(report, console)
 
-    lines = verdict_lines(report)
-    for i, line in enumerate(lines):
-        last = i == len(lines) - 1
-        console.print(escape(line), style="bold" if last else "red" if "fails its drift gate" in line or
-                      "FAIL" in line else None)
+
+def print_table(title, head, rows, console=None) -> None:
+    """A table readable in any width (analysis/terminal.py)."""
+    from xopt.analysis.terminal import print_table as show
+
+    show(title, head, rows, console)
+
+
+def say(console, text: str, style: str | None = None, indent: str = "  ") -> None:
+    """One wrapped paragraph with a hanging indent (analysis/terminal.py)."""
+    from xopt.analysis.terminal import say as show
+
+    show(console, text, style, indent)
 
 
 def kind_table(report: dict) -> tuple[str, list, list]:

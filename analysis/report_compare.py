@@ -7,7 +7,7 @@ from html import escape
 from pathlib import Path
 from typing import Sequence
 
-from xopt.atomic import write_json, write_text
+from xopt.atomic import write_text
 
 
 def comparison_markdown(old: dict, new: dict, labels: tuple[str, str], result: dict) -> str:
@@ -53,8 +53,8 @@ def write(out_dir: str | Path, html: str, md: str, force: bool = False, report: 
     """report.html and report.md into `out_dir` (with a re-rendered `report`'s preview files,
     copied from its `source` folder), recording their sha256 so a re-run may replace them."""
     from xopt.analysis import previews
-    from xopt.analysis.report import WRITTEN, _written, refuse_existing, report_paths
-    from xopt.hashing import sha256_file
+    from xopt.analysis.report import refuse_existing, report_paths
+    from xopt.written import record
 
     out_dir = Path(out_dir)
     names = tuple(previews.files(report)) if report is not None and source is not None else ()
@@ -63,8 +63,5 @@ def write(out_dir: str | Path, html: str, md: str, force: bool = False, report: 
     copied = previews.copy_into(report, source / previews.FOLDER, out_dir) if names else []
     write_text(paths["html"], html, force=True)
     write_text(paths["md"], md, force=True)
-    write_json(out_dir / WRITTEN, {**_written(out_dir), **{p.name: sha256_file(p) for p in paths.values()}},
-               force=True)
-    for p in copied:
-        write_json(p.parent / WRITTEN, {**_written(p.parent), p.name: sha256_file(p)}, force=True)
+    record([*paths.values(), *copied])
     return paths

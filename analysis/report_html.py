@@ -141,11 +141,12 @@ def _provenance(page: Page, report: dict) -> None:
 
 def _profile(page: Page, report: dict, base_dir: Path | None) -> None:
     from xopt.analysis import plots, preview_html
-    from xopt.analysis.report import _fmt, check_status, noisy_timings, summary_rows
+    from xopt.analysis.report import _fmt, check_status, noisy_timings, summary_tables
 
     noisy = noisy_timings(report)
     page.add("<h2>Summary</h2>" + (f"<p class='warn'>⚠ {escape(noisy)}</p>" if noisy else "")
-             + _table(*summary_rows(report)) + "<p class='note'>↑: higher is better, ↓: lower is better. Drift is "
+             + "".join(f"<h3>{escape(t)}</h3>" + _table(h, rows) for t, h, rows in summary_tables(report))
+             + "<p class='note'>↑: higher is better, ↓: lower is better. Drift is "
              "against the FP32 model on the same inputs; the noise floor is the FP32 model's own drift when every "
              "input value moves by ±1 quantum.</p>")
     page.add("<h2>Charts</h2>")

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import math
 
+from xopt.stats import figure, megabytes, timing_ms
+
 # On a GPU profile measured on a CPU host the speed on the device is unknown; the variant
 # suggested is the first precision here that passes: FP16/BF16 run on tensor cores through
 # ONNX Runtime's CUDA EP, while QDQ INT8 pays off only as a TensorRT engine.
@@ -28,30 +30,41 @@ def baseline(report: dict) -> dict | None:
     return next((r for r in ok if r["variant"] == "fp32"), next((r for r in ok if r.get("precision") == "fp32"), None))
 
 
-def _times(ratio: float) -> str:
-    if abs(ratio - 1.0) < 0.005:
-        return "the same speed (1.00×)"
-    return f"{ratio:.2f}× faster" if ratio >= 1 else f"{1 / ratio:.2f}× slower"
-
-
-def _ms(v: float) -> str:
-    return f"{v / 1e3:.3g} s" if v >= 1e3 else f"{v:.3g} ms"
+def _inverted(r: dict) -> bool:
+    """Model-only slower than end to end (which contains it): only noise does that."""
+    e2e, model = _p50(r, "latency_e2e_ms"), _p50(r, "latency_ms")
+    return bool(e2e and model and model > e2e)
 
 
 def speed_text(r: dict, base: dict | None) -> str:
+    """Speed against the FP32 baseline, end to end and model-only; "no measurable difference"
+    instead of a ratio where the timings' spreads overlap, or where the two ratios disagree
+    in direction (one faster, one slower: noise decided both)."""
+    from xopt.analysis.verdicts import no_difference, speed_verdict
+
     e2e, model = _p50(r, "latency_e2e_ms"), _p50(r, "latency_ms")
-    if base is None or base is r:
-        parts = [f"{_ms(e2e)} end to end" if e2e else None, f"{_ms(model)} model-only" if model else None]
-        return ("the FP32 baseline: " if base is r else "no FP32 timing to compare with: ") + \
+    if base is None or base is r:  # each figure rounded to what its own noise allows
+        parts = [f"{timing_ms(r.get('latency_e2e_ms'))} end to end" if e2e else None,
+                 f"{timing_ms(r.get('latency_ms'))} model-only" if model else None]
+        text = ("the FP32 baseline: " if base is r else "no FP32 timing to compare with: ") + \
             ", ".join(p for p in parts if p)
-    parts = []
-    b_e2e, b_model = _p50(base, "latency_e2e_ms"), _p50(base, "latency_ms")
-    if e2e and b_e2e:
-        parts.append(f"{_times(b_e2e / e2e)} end to end")
-    if model and b_model:
-        parts.append(f"{_times(b_model / model)} model-only")
-    text = ", ".join(parts) or "no timing"
-    slower = (model and b_model and model > b_model) or (not (model and b_model) and e2e and b_e2e and e2e > b_e2e)
+        if _inverted(r):
+            text += " (model-only above end to end, which contains it: timing noise on this busy machine)"
+        return text
+    if _inverted(r) or _inverted(base):  # model-only slower than the end to end that contains it
+        return no_difference(True)
+    found = [(name, speed_verdict(r.get(key), base.get(key))) for name, key in
+             (("end to end", "latency_e2e_ms"), ("model-only", "latency_ms"))
+             if _p50(r, key) and _p50(base, key)]
+    if not found:
+        return "no timing"
+    busy = any(v["busy"] for _, v in found) or _inverted(r) or _inverted(base)
+    measured = [(name, v) for name, v in found if v["measurable"]]
+    if not measured or len({v["ratio"] >= 1 for _, v in measured}) > 1:
+        return no_difference(busy)
+    text = ", ".join(f"{v['text']} {name}" if v["measurable"] else f"no measurable difference {name}"
+                     for name, v in found)
+    slower = all(v["ratio"] < 1 for _, v in measured)
     if slower and r.get("precision") in HALF and str(r.get("backend", "")).startswith("ort-cpu"):
         text += (" (expected on a CPU: ONNX Runtime's CPU kernels run FP16 graphs through casts to FP32; "
                  "FP16 pays off on a GPU)")
@@ -60,7 +73,7 @@ def speed_text(r: dict, base: dict | None) -> str:
 
 def _val(v, unit: str = "") -> str:
     n = _num(v)
-    return f"{n:.4g}{unit}" if n is not None else str(v)
+    return f"{figure(n)}{unit}" if n is not None else str(v)
 
 
 def drift_text(r: dict, report: dict) -> str:
@@ -106,9 +119,9 @@ def memory_text(r: dict, report: dict) -> str:
     basis = "VRAM" if mem.get("kind") == "vram-nvml" else "host RSS, a proxy for VRAM" \
         if (report.get("profile") or {}).get("kind") == "gpu" else "host RSS"
     if c is None or _num(c.get("limit")) is None:
-        return f"{peak:.0f} MB ({basis})"
+        return f"{megabytes(peak)} ({basis})"
     within = "within" if c.get("passed") else "OVER"
-    return f"{peak:.0f} MB ({basis}), {within} the {float(c['limit']):.0f} MB budget"
+    return f"{megabytes(peak)} ({basis}), {within} the {megabytes(c['limit'])} budget"
 
 
 def other_checks(r: dict) -> list[str]:
@@ -156,6 +169,14 @@ def passes(r: dict) -> bool:
 
 
 def ship_line(report: dict) -> str:
+    line = _ship_line(report)
+    if (report.get("weights") or {}).get("kind") == "seeded-random" and any(
+            (r.get("drift_gate") or {}).get("passed") is None for r in report.get("results", [])):
+        line += " (a drift gate was not applied: seeded-random weights; pass --checkpoint to judge drift)"
+    return line
+
+
+def _ship_line(report: dict) -> str:
     results = report.get("results", [])
     profile = report.get("profile") or {}
     name = profile.get("name", "the device profile")
@@ -169,19 +190,24 @@ def ship_line(report: dict) -> str:
 
     fastest = min(ok, key=speed)
     base = baseline(report)
-    gain = f", {speed_text(fastest, base)}" if base is not None and fastest is not base else ""
-    if (report.get("weights") or {}).get("kind") == "seeded-random":
-        gain += " (drift gates not applied to seeded-random weights: pass --checkpoint to judge drift)"
+    gain = speed_text(fastest, base) if base is not None and fastest is not base else ""
+    # "fastest" only where the gain over FP32 is measurable: noise does not pick a variant
+    unmeasured = gain.startswith("no measurable difference") and base in ok
     on_host = profile.get("kind") == "gpu" and all((r.get("memory") or {}).get("kind") != "vram-nvml"
                                                     for r in results if not r.get("error"))
     if not on_host:
-        return f"Ship for {name}: {fastest['variant']} — the fastest variant that passes its drift gate and the budget{gain}"
+        if unmeasured:
+            return (f"Ship for {name}: {base['variant']} — no variant that passes its drift gate and the budget is "
+                    f"measurably faster here ({fastest['variant']}: {gain})")
+        return (f"Ship for {name}: {fastest['variant']} — the fastest variant that passes its drift gate and the "
+                f"budget{', ' + gain if gain else ''}")
     order = {p: i for i, p in enumerate(GPU_PREFERENCE)}
     pick = min(ok, key=lambda r: (order.get(r.get("precision"), len(order)), speed(r)))
+    here = (f"none measurably faster than {base['variant']} ({fastest['variant']}: {gain})" if unmeasured
+            else f"{fastest['variant']}{', ' + gain if gain else ''}")
     return (f"Ship for {name}: {pick['variant']} — passes its drift gate and fits the budget, and its precision "
             f"({pick.get('precision')}) is the GPU's fast path; its speed on the device is not measured on this CPU "
-            f"host (confirm there with --backend ort-cuda). Fastest that passes on this machine: "
-            f"{fastest['variant']}{gain}")
+            f"host (confirm there with --backend ort-cuda). Fastest that passes on this machine: {here}")
 
 
 def _eval_lines(report: dict) -> list[str]:

@@ -82,3 +82,29 @@ def _drift_verdict(spec, drift, floor, exported: Mapping[str, Any]) -> dict:
     text = (f"{gate.key} {value:.4g}{gate.unit} {'meets' if ok else 'misses'} {sign} {bound:.4g}{gate.unit} ({why})"
             + (f"; {ratio:.2f}x the noise floor" if ratio is not None else ""))
     return {**out, "passed": ok, "bound": bound, "bound_kind": kind, "ratio_to_noise": ratio, "text": text}
+
+
+def speed_verdict(lat: Mapping[str, Any] | None, base: Mapping[str, Any] | None) -> dict:
+    """`lat` against `base` (latency summaries): the ratio base/lat, and whether the difference
+    is measurable at all. It is not when their spreads (median ± one standard deviation)
+    overlap: then the text says so instead of quoting a ratio that noise produced."""
+    from xopt.stats import noisy, overlap
+
+    a, b = (lat or {}).get("p50"), (base or {}).get("p50")
+    if not a or not b:
+        return {"measurable": False, "ratio": None, "busy": False, "text": "no timing"}
+    ratio = float(b) / float(a)
+    busy = noisy(lat, base)
+    if overlap(lat, base):
+        return {"measurable": False, "ratio": ratio, "busy": busy, "text": no_difference(busy)}
+    return {"measurable": True, "ratio": ratio, "busy": busy, "text": times(ratio)}
+
+
+def no_difference(busy: bool) -> str:
+    return "no measurable difference" + (" on this busy machine" if busy else " (the timings' spreads overlap)")
+
+
+def times(ratio: float) -> str:
+    if abs(ratio - 1.0) < 0.005:
+        return "the same speed (1.00×)"
+    return f"{ratio:.2f}× faster" if ratio >= 1 else f"{1 / ratio:.2f}× slower"

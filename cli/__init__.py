@@ -22,21 +22,76 @@ def commands() -> list:
     return sorted(mods, key=lambda m: (m.ORDER, m.NAME))
 
 
-def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+class Parser(argparse.ArgumentParser):
+    """argparse with the manners of its field: no prefix matching (`--variant` is not
+    `--variants`), and a misspelt command or flag answered with a suggestion."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs["allow_abbrev"] = False
+        super().__init__(*args, **kwargs)
+
+    def format_usage(self) -> str:
+        """The usage an error prints: argparse's, or for a command with dozens of flags (export's
+        pass options) one line that says where they are listed."""
+        text = super().format_usage()
+        if text.count("\n") <= 8:
+            return text
+        positionals = " ".join(a.metavar or a.dest for a in self._actions if not a.option_strings)
+        flags = sum(1 for a in self._actions if a.option_strings)
+        return f"usage: {self.prog} [options] {positionals}\n({self.prog} --help lists its {flags} options)\n"
+
+    def error(self, message: str):
+        import re
+
+        from xopt.errors import did_you_mean
+
+        m = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
+        if m:
+            hint = did_you_mean(m.group(1), re.findall(r"'([^']*)'", m.group(2)))
+            if hint:
+                message += f"; did you mean '{hint}'?"
+        super().error(message)
+
+
+def unknown_flags(parser: argparse.ArgumentParser, extra: list[str]) -> str:
+    """'unrecognized arguments: --fp17 (did you mean --fp16?)' against `parser`'s own flags."""
+    import difflib
+
+    flags = [o for a in parser._actions for o in a.option_strings if o.startswith("--")]
+    hints = {}
+    for arg in extra:
+        if arg.startswith("-"):
+            flag = arg.split("=", 1)[0]
+            close = difflib.get_close_matches(flag, flags, n=1, cutoff=0.6)
+            if close:
+                hints[flag] = close[0]
+    if len(hints) == 1 and sum(a.startswith("-") for a in extra) == 1:
+        text = f"did you mean {next(iter(hints.values()))}?"
+    else:
+        text = "; ".join(f"{f}: did you mean {c}?" for f, c in hints.items())
+    return f"unrecognized arguments: {' '.join(extra)}" + (f" ({text})" if text else "")
+
+
+def build_parser(argv: list[str] | None = None) -> Parser:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = argparse.ArgumentParser(prog="xopt", description="Export, optimize, run and profile models for edge GPUs.",
-                                     epilog="Headline: xopt export modnet --fp16 && xopt profile modnet")
+    parser = Parser(prog="xopt", description="Export, optimize, run and profile models for edge GPUs.",
+                    epilog="Headline: xopt export modnet --fp16 && xopt profile modnet")
     parser.add_argument("--version", action="version", version=f"xopt {__version__}")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress output")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")  # sub-parsers are Parser too
+    parser.commands = {}
     for mod in commands():
-        mod.add_arguments(sub.add_parser(mod.NAME, help=mod.HELP), argv)
+        parser.commands[mod.NAME] = sub.add_parser(mod.NAME, help=mod.HELP)
+        mod.add_arguments(parser.commands[mod.NAME], argv)
     return parser
 
 
 def main(argv=None) -> int:
     parser = build_parser(argv)
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # the command's own usage, and the flag it most likely meant; exit 2 as argparse does
+        (parser.commands.get(args.command) or parser).error(unknown_flags(parser.commands.get(args.command) or
+                                                                          parser, extra))
     if not args.command:
         parser.print_help()
         return 0

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from xopt.cli.common import console, command_line, table
+from xopt.cli.common import command_line
 
 NAME = "bench"
 ORDER = 7
@@ -20,28 +20,33 @@ def add_arguments(p, argv: list[str]) -> None:
 
 
 def run(args) -> int:
-    from xopt.atomic import write_json
-    from xopt.errors import OutputExistsError
     from xopt.analysis.bench import bench_model
-
-    from xopt.atomic import check_writable
+    from xopt.analysis.quiet import announce, run_log
+    from xopt.atomic import check_writable, write_json
+    from xopt.errors import OutputExistsError
+    from xopt.cli.common import print_table
+    from xopt.export.pipeline import default_out_dir
     from xopt.registry import get_model
 
     variants = [v for v in args.variants.split(",") if v]
-    spec = get_model(args.model)
+    spec = get_model(args.model)  # an unknown model is named before any folder is made
     for v in variants:  # a wrong name is its own message, before anything is exported
         spec.variant(v)
     if args.out and Path(args.out).exists() and not args.force:
         raise OutputExistsError(args.out)  # before the benchmark, not after it
     if args.out:
         check_writable(args.out)
-    result = bench_model(args.model, variants, artifacts=args.artifacts,
-                         frames=args.frames, profile_name=args.profile, command=command_line())
-    console().print(table(result["title"], result["head"], result["rows"]))
+    # the log goes beside the bench JSON, or beside the artifacts it measures
+    folder = Path(args.out).parent if args.out else Path(args.artifacts or default_out_dir(args.model))
+    with run_log(folder, "bench", command_line(), flag="--out" if args.out else "--artifacts") as log:
+        result = bench_model(args.model, variants, artifacts=args.artifacts,
+                             frames=args.frames, profile_name=args.profile, command=command_line())
+    print_table(result["title"], result["head"], result["rows"])
     for line in result["verdicts"]:
         print(line)
     if args.out:
         write_json(args.out, result, force=args.force)
+    announce(log)
     if any(r.get("export_failure") for r in result["results"].values()):
         from xopt.cli.cmd_export import EXIT_SOME_FAILED
 

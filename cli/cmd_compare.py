@@ -31,43 +31,38 @@ def add_arguments(p, argv: list[str]) -> None:
 
 def profile_files(paths, args, default_out: Path, tolerance: dict | None = None) -> int:
     """Shared by `xopt profile FILE.onnx` and `xopt compare`: measure, report, print."""
-    import tempfile
-
     from xopt.analysis.generic import profile_onnx
-    from xopt.analysis.quiet import log_summary, quiet_third_party
+    from xopt.analysis.quiet import announce, run_log
     from xopt.analysis.report import print_summary, refuse_existing, write_reports
     from xopt.atomic import check_writable
 
     if args.warmup < 0 or (args.threads is not None and args.threads < 1):
         raise UserError("--warmup must be >= 0 and --threads >= 1", "fix the flag")
     out = Path(args.out) if args.out else default_out
-    refuse_existing(out, args.force, ("xopt.log",))
+    refuse_existing(out, args.force)
     check_writable(out)  # before measuring: a report that cannot be written would lose the work
-    with tempfile.TemporaryDirectory(prefix="xopt-log-") as tmp:
-        log = Path(tmp) / "xopt.log"
-        with quiet_third_party(log):
-            report = profile_onnx(paths, args.shapes, args.val_range, args.inputs, args.frames, args.warmup,
-                                  args.threads, args.profile, args.seed, command_line(), log)
-        verdict = None
-        if tolerance is not None and len(report["results"]) > 1:
-            verdict = _verdict(report, tolerance)
-            report["extra"]["comparison"] = verdict
-        report["settings"]["log"] = str(out / "xopt.log")
-        print_summary(report)
-        text = log.read_text(encoding="utf-8", errors="replace") if log.exists() else ""
-        paths_written = write_reports(report, out, force=args.force, also={"xopt.log": text})
+    with run_log(out, "compare" if tolerance is not None else "profile", command_line()) as log:
+        report = profile_onnx(paths, args.shapes, args.val_range, args.inputs, args.frames, args.warmup,
+                              args.threads, args.profile, args.seed, command_line(), log)
+    verdict = None
+    if tolerance is not None and len(report["results"]) > 1:
+        verdict = _verdict(report, tolerance)
+        report["extra"]["comparison"] = verdict
+    report["settings"]["log"] = log.relative_to(out).as_posix()
+    print_summary(report)
+    paths_written = write_reports(report, out, force=args.force)
+    from xopt.analysis.report import say
+
     for r in report["results"]:
         b = r.get("breakdown") or {}
         if b.get("top_ops"):
             tops = ", ".join(f"{o['op']} {o['share']:.0%}" for o in b["top_ops"][:5])
-            console().print(f"{r['variant']}: time by operator: {tops}", markup=False)
+            say(console(), f"{r['variant']}: time by operator: {tops}")
     if verdict:
-        console().print(verdict["text"], markup=False)
-    note = log_summary(paths_written["xopt.log"])
-    if note:
-        console().print(note, style="dim", markup=False)
+        say(console(), verdict["text"])
     console().print(f"wrote {paths_written['json']}, {paths_written['md'].name}, {paths_written['html'].name}",
-                    markup=False)
+                    markup=False, soft_wrap=True)
+    announce(log)
     return 3 if verdict and not verdict["passed"] else 0
 
 

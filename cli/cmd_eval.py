@@ -75,12 +75,16 @@ def run(args) -> int:
     options = {k[len("data_"):]: v for k, v in vars(args).items() if k.startswith("data_") and v is not None}
     options["skip_missing"] = args.skip_missing
     variants = [v for v in args.variants.split(",") if v] if args.variants else None
-    report = evaluate_model(args.model, args.data, variants, artifacts=args.artifacts, backend=args.backend,
-                            predictions=args.predictions, options=options, limit=args.limit,
-                            profile_name=args.profile, seed=args.seed, command=command_line())
+    from xopt.analysis.quiet import announce, run_log
+
+    with run_log(out, "eval", command_line()) as log:
+        report = evaluate_model(args.model, args.data, variants, artifacts=args.artifacts, backend=args.backend,
+                                predictions=args.predictions, options=options, limit=args.limit,
+                                profile_name=args.profile, seed=args.seed, command=command_line())
     print_summary(report)
     for line in warning_lines(report):
         print(f"xopt: warning: {line}", file=sys.stderr)
     paths = write_eval_reports(report, out, force=args.force)
-    console().print(f"wrote {paths['json']}, {paths['md'].name}, {paths['html'].name}")
+    console().print(f"wrote {paths['json']}, {paths['md'].name}, {paths['html'].name}", markup=False, soft_wrap=True)
+    announce(log)
     return 0

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from xopt.errors import UserError
 from xopt.cli.cmd_fit import fit_paths
-from xopt.cli.common import console, table
+from xopt.cli.common import console, print_table
 
 NAME = "export"
 ORDER = 3
@@ -92,18 +92,13 @@ def run(args) -> int:
     if args.checkpoint and not Path(args.checkpoint).exists():  # what else is wrong with it, the model says
         raise UserError(f"checkpoint {args.checkpoint} does not exist", "pass the path of a checkpoint file")
     overrides = {}
-    if args.chunk:
-        if spec.fit is None or spec.fit.chunk is None:
-            raise UserError(f"model {spec.name} has no chunking", "drop --chunk")
-        overrides.update(spec.fit.chunk(args.chunk, profile, args.config, fit_paths(spec.name)))
-    source = None
-    if args.from_tf:
-        if args.checkpoint:
-            raise UserError("--from-tf and --checkpoint both name the weights", "pass only one of them")
-        from xopt.export.tf import tf_source
-
-        source = tf_source(args.from_tf, spec, layout=args.tf_layout)
-    from xopt.analysis.quiet import log_summary, quiet_export
+    if args.chunk and (spec.fit is None or spec.fit.chunk is None):
+        raise UserError(f"model {spec.name} has no chunking", "drop --chunk")
+    if args.from_tf and args.checkpoint:
+        raise UserError("--from-tf and --checkpoint both name the weights", "pass only one of them")
+    from xopt.analysis.quiet import announce, run_log
+    from xopt.cli.common import command_line
+    from xopt.export.pipeline import default_out_dir
 
     options = pass_options(args)
     if args.max_drop is not None:
@@ -115,7 +110,16 @@ def run(args) -> int:
                             "drop --max-drop, or add a gated variant (e.g. --int8)")
         for p in gated:
             options.setdefault(p, {})["max_drop"] = args.max_drop
-    with quiet_export(spec.name) as log:
+    with run_log(args.out or default_out_dir(spec.name), "export", command_line()) as log:
+        if args.chunk:  # --chunk auto measures in child processes: their output belongs in the log
+            overrides.update(spec.fit.chunk(args.chunk, profile, args.config, fit_paths(spec.name)))
+        source = None
+        if args.from_tf:  # TensorFlow's import prints to file descriptor 2: inside the log
+            from xopt import progress
+            from xopt.export.tf import tf_source
+
+            with progress.step(f"{spec.name}: TensorFlow model {args.from_tf} -> ONNX (tf2onnx)"):
+                source = tf_source(args.from_tf, spec, layout=args.tf_layout)
         manifest = export_model(spec.name, variants, out_dir=args.out, checkpoint=args.checkpoint,
                                 config=args.config, config_overrides=overrides or None, profile=profile,
                                 force=args.force, pass_options=options, seed=args.seed,
@@ -126,9 +130,6 @@ def run(args) -> int:
             add_engines(spec, manifest, [v for v in engine_for if manifest.has(v)], args.engine, profile,
                         force=args.force,
                         options=pass_options(args).get("engine"))
-    note = log_summary(log)
-    if note:
-        console().print(note, style="dim", markup=False)
     from xopt.export.pipeline import failed_in
 
     requested = [v for v in variants if not manifest.has(v)]
@@ -139,8 +140,8 @@ def run(args) -> int:
             for v in manifest.variants]
     rows += [[f["name"], f["precision"], "not written", "", "", f"FAILED ({f['stage']})", ""]
              for f in failed_in(manifest, requested)]
-    console().print(table(f"{spec.name} → {manifest.directory} (weights: {manifest.weights.get('kind')})",
-                            ["variant", "precision", "file", "MB", "parity max abs", "parity", "engines"], rows))
+    print_table(f"{spec.name} → {manifest.directory} (weights: {manifest.weights.get('kind')})",
+                ["variant", "precision", "file", "MB", "parity max abs", "parity", "engines"], rows)
     for line in gate_lines([v for v in manifest.variants if v["name"] in variants]):
         console().print(line, markup=False)
     choice = (manifest.config or {}).get("chunk_choice")
@@ -153,6 +154,8 @@ def run(args) -> int:
         kept = ", ".join(v["name"] for v in manifest.variants if v["name"] in variants)
         console().print(f"kept {kept} in {manifest.directory}; exit {EXIT_SOME_FAILED}: "
                         f"{len(failures)} variant(s) failed", markup=False)
+    announce(log)
+    if failures:
         return EXIT_SOME_FAILED
     return 0
 

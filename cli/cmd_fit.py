@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from xopt.errors import UserError
-from xopt.cli.common import console, command_line, table
+from xopt.cli.common import console, command_line, print_table
 
 NAME = "fit"
 ORDER = 6
@@ -43,13 +43,17 @@ def run(args) -> int:
     out = Path(args.out) if args.out else fit_default_out(args.model)
     refuse_existing(out, args.force)
     check_writable(out)  # before the search: a report that cannot be written would lose it
-    report = spec.fit.search(spec, get_profile(args.profile), spec.config(args.config),
-                             {"command": command_line(), **fit_paths(spec.name)})
+    from xopt.analysis.quiet import announce, run_log
+
+    profile, config = get_profile(args.profile), spec.config(args.config)
+    with run_log(out, "fit", command_line()) as log:
+        report = spec.fit.search(spec, profile, config, {"command": command_line(), **fit_paths(spec.name)})
     section = report.get("extra", {}).get("fit", {})
     if section.get("rows"):
-        console().print(table(f"{spec.name}: fit to {report['profile']['name']}", section["head"], section["rows"]))
+        print_table(f"{spec.name}: fit to {report['profile']['name']}", section["head"], section["rows"])
     for line in section.get("notes", []):  # how the figures were obtained, and what the fit chose
         console().print(line, markup=False, highlight=False)
     paths = write_reports(report, out, force=args.force)
-    console().print(f"wrote {paths['json']}, {paths['md'].name}, {paths['html'].name}")
+    console().print(f"wrote {paths['json']}, {paths['md'].name}, {paths['html'].name}", markup=False, soft_wrap=True)
+    announce(log)
     return 0

@@ -1,7 +1,7 @@
 """`xopt list`: models, variants, backends and passes, and what is unavailable here."""
 from __future__ import annotations
 
-from xopt.cli.common import console, table
+from xopt.cli.common import console, print_table
 
 NAME = "list"
 ORDER = 1
@@ -18,8 +18,8 @@ def run(args) -> int:
     from xopt.runtime.backends.base import BACKENDS, all_backends
 
     con = console()
-    con.print(table("models", ["model", "task", "variants", "configs", "graph covers"],
-                     [[s.name, s.task, ", ".join(s.variants), ", ".join(s.configs), s.covers] for s in list_models()]))
+    print_table("models", ["model", "task", "variants", "configs", "graph covers"],
+                [[s.name, s.task, ", ".join(s.variants), ", ".join(s.configs), s.covers] for s in list_models()], con)
     rows = []
     for b in all_backends():
         try:
@@ -27,10 +27,10 @@ def run(args) -> int:
         except Exception as exc:  # a probe must never take `xopt list` down; show why it failed
             ok, why = False, f"probe failed: {exc}"
         rows.append([b.name, "yes" if ok else "no", why, b.description])
-    con.print(table("backends", ["backend", "works here", "why", "description"], rows))
-    con.print(table("optimization passes", ["pass", "description", "options"],
-                     [[p.name, p.description, ", ".join(o.name for o in p.options.options)] for p in all_passes()]))
+    print_table("backends", ["backend", "works here", "why", "description"], rows, con)
+    print_table("optimization passes", ["pass", "description", "options"],
+                [[p.name, p.description, ", ".join(o.name for o in p.options.options)] for p in all_passes()], con)
     broken = [[r.kind, name, why] for r in (MODELS, PASSES, BACKENDS) for name, why in r.unavailable().items()]
     if broken:  # a module that failed to import is shown, not silently missing
-        con.print(table("unavailable here", ["kind", "name", "why"], broken))
+        print_table("unavailable here", ["kind", "name", "why"], broken, con)
     return 0

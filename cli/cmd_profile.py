@@ -94,8 +94,8 @@ def run(args) -> int:
         raise UserError("--shapes and --val-range are for ONNX files without a model spec",
                         f"use {args.model}'s own size flags (xopt profile {args.model} --help)")
     from xopt.analysis.profiler import profile_model, validate_request
+    from xopt.analysis.quiet import announce, run_log
     from xopt.atomic import check_writable
-    from xopt.analysis.quiet import log_summary, quiet_third_party
     from xopt.analysis.report import print_summary, refuse_existing, write_reports
 
     variants = [v for v in args.variants.split(",") if v]
@@ -111,34 +111,29 @@ def run(args) -> int:
 
         raise UserError(f"--inputs {args.inputs} is not a file", "pass a Polygraphy JSON inputs file")
     out = Path(args.out) if args.out else Path("reports") / args.model
-    refuse_existing(out, args.force, ("xopt.log",))  # after validation: a bad flag gets its own message
+    refuse_existing(out, args.force)  # after validation: a bad flag gets its own message
     check_writable(out)  # before measuring: a report that cannot be written would lose the work
     import tempfile
 
-    from xopt.analysis.quiet import fresh_log
-
-    log = fresh_log(f"profile-{Path(args.model).name}")  # a failure's error names it; a report gets a copy
     with tempfile.TemporaryDirectory(prefix="xopt-profile-") as tmp:
-        with quiet_third_party(log):
+        with run_log(out, "profile", command_line()) as log:
             report = profile_model(args.model, variants, artifacts=args.artifacts, backend=args.backend,
                                    frames=args.frames, profile_name=args.profile, seed=args.seed, e2e=not args.no_e2e,
                                    command=command_line(), warmup=args.warmup, threads=args.threads,
                                    targets_override=targets, inputs_file=args.inputs, log=log,
                                    previews_dir=Path(tmp) / "previews" if args.previews > 0 else None,
                                    previews=args.previews)
-        report["settings"]["log"] = str(out / "xopt.log")
+        report["settings"]["log"] = log.relative_to(out).as_posix()
         print_summary(report)
-        text = log.read_text(encoding="utf-8", errors="replace") if log.exists() else ""
-        paths = write_reports(report, out, force=args.force, also={"xopt.log": text},
+        paths = write_reports(report, out, force=args.force,
                               previews_dir=Path(tmp) / "previews" if args.previews > 0 else None)
-    note = log_summary(paths["xopt.log"])
-    if note:
-        console().print(note, style="dim")
-    console().print(f"wrote {paths['json']}, {paths['md'].name}, {paths['html'].name}")
+    console().print(f"wrote {paths['json']}, {paths['md'].name}, {paths['html'].name}", markup=False, soft_wrap=True)
     not_built = [r["variant"] for r in report["results"] if r.get("export_failure")]
     if not_built:  # the report holds them as rows; the exit code tells a script (README: exit codes)
         from xopt.cli.cmd_export import EXIT_SOME_FAILED
 
         console().print(f"exit {EXIT_SOME_FAILED}: {', '.join(not_built)} could not be built", markup=False)
+    announce(log)
+    if not_built:
         return EXIT_SOME_FAILED
     return 0

@@ -1,7 +1,7 @@
 """`xopt report`: print or compare reports."""
 from __future__ import annotations
 
-from xopt.cli.common import console, table
+from xopt.cli.common import console, print_table
 from xopt.errors import UserError
 
 NAME = "report"
@@ -35,7 +35,7 @@ def run(args) -> int:
         if reports[0]["kind"] == "profile":
             print_summary(reports[0])
         else:  # a fit, bench, eval or sweep report: its own table
-            console().print(table(*kind_table(reports[0])))
+            print_table(*kind_table(reports[0]))
         if args.out:
             _write_one(reports[0], args)
         return 0
@@ -44,7 +44,7 @@ def run(args) -> int:
     if args.fail_on_regression is not None:
         raise UserError("--fail-on-regression compares exactly two profile reports", "pass OLD NEW")
     head, rows = comparison(reports, args.reports)
-    console().print(table("comparison", head, rows))
+    print_table("comparison", head, rows)
     if args.out:
         from xopt.analysis import report_compare as rc
 
@@ -79,8 +79,8 @@ def _deltas(reports, args) -> int:
         raise UserError(f"{args.reports[0]} is a {old['model']} report and {args.reports[1]} a {new['model']} one",
                         "compare two reports of the same model")
     res = compare_reports(old, new, args.fail_on_regression)
-    console().print(table(f"{new['model']}: {args.reports[0]} -> {args.reports[1]}",
-                          ["variant", "metric", "old", "new", "delta", "verdict"], res["rows"]))
+    print_table(f"{new['model']}: {args.reports[0]} -> {args.reports[1]}",
+                ["variant", "metric", "old", "new", "delta", "verdict"], res["rows"])
     if args.out:
         from xopt.analysis import report_compare as rc
         from xopt.analysis.report_html import render_comparison_html

@@ -34,12 +34,16 @@ def add_arguments(p, argv: list[str]) -> None:
 
 
 def run(args) -> int:
+    from xopt.analysis.quiet import announce, run_log, writable_folder
+    from xopt.atomic import check_writable
+    from xopt.cli.common import command_line, ran_line
     from xopt.export.pipeline import default_out_dir
     from xopt.manifest import MANIFEST_NAME
     from xopt.manifest import load as load_manifest
     from xopt.progress import track
     from xopt.registry import get_model
     from xopt.runtime import load_pipeline
+    from xopt.runtime.pipeline import check_input, run_file
 
     spec = get_model(args.model)  # an unknown model is named as such, not as a missing export
     spec.variant(args.variant)  # so is an unknown variant, whatever the export holds
@@ -52,9 +56,6 @@ def run(args) -> int:
         from xopt.cli.run_batch import run_many
 
         return run_many(args, spec, art)
-    from xopt.atomic import check_writable
-    from xopt.runtime.pipeline import check_input
-
     if Path(args.output).resolve() == src.resolve():
         raise UserError(f"the output {args.output} is the input file", "choose another -o/--output (even --force "
                         "never overwrites the input)")
@@ -65,29 +66,33 @@ def run(args) -> int:
     said = list(dict.fromkeys(facts.get("notes") or ()))
     for text in said:  # e.g. a 5.1 track that will be downmixed
         print(f"xopt: note: {text}", file=sys.stderr)
-    # like xopt profile: build what is missing (and say so) rather than fail on a fresh checkout;
-    # a file passed as --artifacts, or a variant the model does not have, gets its own message below
-    missing = not art.exists() or (art.is_dir() and not (art / MANIFEST_NAME).is_file())
-    if missing or (art.is_dir() and args.variant in spec.variants and not load_manifest(art).has(args.variant)):
-        from xopt.cli.common import export_missing
+    with run_log(writable_folder(art), "run", command_line(), flag="--artifacts") as log:
+        # like xopt profile: build what is missing (and say so) rather than fail on a fresh checkout;
+        # a file passed as --artifacts, or a variant the model does not have, gets its own message below
+        missing = not art.exists() or (art.is_dir() and not (art / MANIFEST_NAME).is_file())
+        if missing or (art.is_dir() and args.variant in spec.variants and not load_manifest(art).has(args.variant)):
+            from xopt.cli.common import export_missing
 
-        spec.variant(args.variant)
-        export_missing(spec, args.variant, art)
-    pipe = load_pipeline(art, backend=args.backend, variant=args.variant)
-    try:
-        written = pipe.process_file(src, Path(args.output), force=args.force,
-                                    progress=lambda it, total=None: track(it, f"{args.model}", total))
-    except OutputExistsError as exc:  # name the flag this command has
-        raise OutputExistsError(exc.path, "-o/--output") from None
-    finally:
-        pipe.close()
+            export_missing(spec, args.variant, art)
+        pipe = load_pipeline(art, backend=args.backend, variant=args.variant)
+        try:
+            written = run_file(pipe, src, Path(args.output), force=args.force,  # replaces only its own outputs
+                               progress=lambda it, total=None: track(it, f"{args.model} {args.variant} on {src.name}",
+                                                                     total, pipe.progress_unit))
+        except OutputExistsError as exc:  # name the flag this command has
+            raise OutputExistsError(exc.path, "-o/--output") from None
+        finally:
+            pipe.close()
+        from xopt.analysis.eval_runner import run_warnings  # label-free checks of what was written
+
+        warnings = run_warnings(spec, src, written, pipe.config.get("weights"))
     for p in written:
         print(p)
+    print(ran_line(spec.name, args.variant, args.backend, art, pipe.config.get("weights")), file=sys.stderr)
     for n in pipe.notes:  # what the pipeline found while reading (said here unless said above)
         if n["failed"] or n["text"] not in said:
             print(f"xopt: {'warning' if n['failed'] else 'note'}: {n['text']}", file=sys.stderr)
-    from xopt.analysis.eval_runner import run_warnings  # label-free checks of what was written
-
-    for line in run_warnings(spec, src, written, pipe.config.get("weights")):
+    for line in warnings:
         print(f"xopt: warning: {line}", file=sys.stderr)
+    announce(log)
     return EXIT_CHECK_FAILED if any(n["failed"] for n in pipe.notes) else 0

@@ -21,21 +21,19 @@ def add_arguments(p, argv: list[str]) -> None:
 def run(args) -> int:
     from pathlib import Path
 
-    from xopt.analysis.quiet import log_summary, quiet_third_party
+    from xopt.analysis.quiet import announce, run_log
     from xopt.analysis.sweep import default_out, run_sweep
 
+    from xopt.analysis import sweep_file
+    from xopt.analysis.report import refuse_existing
     from xopt.atomic import check_writable
 
     where = Path(args.out) if args.out else default_out(args.sweep)
+    sweep_file.load(args.sweep)  # a bad file or an existing foreign report: refused before the log opens
+    refuse_existing(where, args.force)
     check_writable(where)  # before any point is measured
-    if where.is_dir():  # Ray's and the libraries' own output go to a log beside the results
-        log = where / "xopt.log"
-    else:
-        import tempfile
-
-        log = Path(tempfile.gettempdir()) / f"xopt-sweep-{where.name}.log"
-    try:
-        with quiet_third_party(log):
+    try:  # Ray's and the libraries' own output go to a log beside the results
+        with run_log(where, "sweep", command_line()) as log:
             out = run_sweep(args.sweep, where, address=args.address, sequential=args.sequential,
                             retries=args.retries, force=args.force, command=command_line())
     except KeyboardInterrupt as exc:
@@ -44,14 +42,6 @@ def run(args) -> int:
 
             print(f"xopt: interrupted: {exc.note}", file=sys.stderr)
         raise
-    if log.parent != where and where.is_dir() and log.exists():  # the log joins the results
-        import shutil
-
-        shutil.move(str(log), str(where / "xopt.log"))
-        log = where / "xopt.log"
-    note = log_summary(log)
-    if note:
-        console().print(note, style="dim", markup=False)
     if out["notice"]:
         import sys
 
@@ -72,4 +62,5 @@ def run(args) -> int:
     console().print(f"{report['settings']['points']} point(s): {counts['measured']} measured now, "
                     f"{counts['reused']} reused, {counts['failed']} failed; wrote {out['results']}, "
                     f"{out['paths']['json']}, {out['paths']['md'].name}, {out['paths']['html'].name}", markup=False)
+    announce(log)
     return 3 if counts["failed"] else 0

@@ -26,19 +26,18 @@ def run_many(args, spec, art: Path) -> int:
     from xopt.atomic import check_writable
 
     check_writable(out, "-o/--output")
-    if not (art / MANIFEST_NAME).is_file() or not load_manifest(art).has(args.variant):
-        from xopt.cli.common import export_missing  # like a single file: build what is missing
-
-        export_missing(spec, args.variant, art)
     if args.ray:
         from xopt.runtime import ray_env
 
         ray_env.require_ray("for xopt run --ray")
-    from xopt.analysis.quiet import log_summary, quiet_third_party
+    from xopt.analysis.quiet import announce, run_log
+    from xopt.cli.common import command_line
 
-    out.mkdir(parents=True, exist_ok=True)
-    log = out / "xopt-batch.log"  # Ray's and the libraries' own chatter, beside batch.json
-    with quiet_third_party(log):
+    with run_log(out, "run", command_line(), flag="-o/--output") as log:  # Ray's and the libraries' own chatter
+        if not (art / MANIFEST_NAME).is_file() or not load_manifest(art).has(args.variant):
+            from xopt.cli.common import export_missing  # like a single file: build what is missing
+
+            export_missing(spec, args.variant, art)
         result = run_batch(art, inputs, out, variant=args.variant, backend=args.backend, force=args.force,
                            use_ray=args.ray, address=args.address, workers=args.workers, threads=args.threads)
     for path in result.outputs:
@@ -53,9 +52,7 @@ def run_many(args, spec, art: Path) -> int:
     print(f"xopt: {ok} of {result.total} file(s) done{short} ({result.skipped} unchanged from an earlier run), "
           f"{len(result.failed)} failed, {result.wall_s:.1f} s on {result.where}; record: {result.record}",
           file=sys.stderr)
-    note = log_summary(log)
-    if note:
-        print(f"xopt: {note}", file=sys.stderr)
+    announce(log)
     return result.exit_code
 
 

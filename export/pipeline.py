@@ -26,6 +26,7 @@ from xopt.manifest import load as load_manifest
 from xopt.optimize.base import PassContext, get_pass
 from xopt.registry import get_model
 from xopt.spec import Built, ModelSpec, Variant, Weights
+from xopt.stats import facts_text
 
 
 @dataclass
@@ -135,7 +136,7 @@ class _Exporter:
             dst = self.workdir / f"{tag or variant.name}.{i}.{pass_name}{p.output_suffix}"
             with progress.step(f"{self.spec.name} {variant.name}: pass {pass_name}") as facts_out:
                 facts = p.apply(current, dst, opts, self.context())
-                facts_out["note"] = ", ".join(f"{k}={v}" for k, v in facts.items() if not isinstance(v, (list, dict)))
+                facts_out["note"] = facts_text(facts)  # 979.8, not 979.7717280002871
             applied.append({"name": pass_name, "options": opts, "facts": facts})
             current = dst
         return current, applied

@@ -355,10 +355,11 @@ def setup(spec, src: Path, opts, ctx, ort_options: dict | None = None) -> tuple[
 
 @contextlib.contextmanager
 def counted(label: str, ev: Evaluator, total: int):
-    """Progress of a gated pass: builds measured out of the planned count, elapsed, time left."""
-    with progress.bar(label) as update:
+    """Progress of a gated pass: builds measured out of the planned count (the bisection may
+    stop early), elapsed, time left."""
+    with progress.counted(label, total, "builds measured") as c:
         def tick(done: int) -> None:
-            update({"what": "builds measured", "done": done, "total": max(total, done)})
+            c.set(done, max(total, done))
 
         ev.on_measure = tick
         try:

@@ -130,13 +130,17 @@ def connect(address: str | None = None, num_cpus: int | None = None, same_import
     constant = _keep_loopback(local, saved)
     env = {"env_vars": {"PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}} if local and same_imports else None
     kwargs = {"logging_level": logging.WARNING, "log_to_driver": False, "runtime_env": env}
+    from xopt import progress
+
     try:
         if address is None:
-            ray.init(_node_ip_address=LOOPBACK, include_dashboard=False, num_cpus=num_cpus or os.cpu_count() or 1,
-                     resources={TIMED_RESOURCE: 1}, **kwargs)
+            with progress.step("Ray: starting an embedded instance on 127.0.0.1"):  # several seconds
+                ray.init(_node_ip_address=LOOPBACK, include_dashboard=False, num_cpus=num_cpus or os.cpu_count() or 1,
+                         resources={TIMED_RESOURCE: 1}, **kwargs)
         else:
             try:
-                ray.init(address=address, **kwargs)
+                with progress.step(f"Ray: joining the cluster at {address}"):
+                    ray.init(address=address, **kwargs)
             except (ConnectionError, TimeoutError, RuntimeError, ValueError) as exc:
                 text = " ".join(str(exc).split())
                 fix = ("the cluster uses token authentication: set RAY_AUTH_MODE=token and give this machine the "

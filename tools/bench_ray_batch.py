@@ -58,7 +58,7 @@ def run_mode(art: Path, src: Path, out: Path, ray: bool, extra: list[str]) -> di
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     ap.add_argument("--frames", type=int, default=64)
     ap.add_argument("--size", type=int, default=512, help="frame height and width in pixels")
     ap.add_argument("--artifacts", default=None, help="a MODNet export (default: exported into a temp dir)")

@@ -17,7 +17,7 @@ from pathlib import Path
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     ap.add_argument("--workdir", default=None, help="where artifacts and the report go (default: a temp dir)")
     ap.add_argument("--max-mb", type=float, default=8192.0, help="peak memory allowed per variant process")
     ap.add_argument("--frames", type=int, default=3)

@@ -347,7 +347,7 @@ def default_out() -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
     ap.add_argument("--models", default="", help="comma-separated model names (default: every registered model)")
     ap.add_argument("--precisions", default=",".join(PRECISIONS), help=f"subset of {','.join(PRECISIONS)}")
     ap.add_argument("--iters", type=int, default=30, help="timed runs per precision")

@@ -238,7 +238,7 @@ def lock(args) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
     ap.add_argument("--out", type=Path, default=LOCK, help="lock file to write (default: .ci/constraints.txt)")
     ap.add_argument("--python", default=sys.executable, help="interpreter to make the venv with (default: this one)")
     ap.add_argument("--extras", help="extras to install (default: those of README's test command)")

@@ -56,7 +56,7 @@ def check(artifacts: Path, model: str, src: Path, out: Path, workdir: Path, extr
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     ap.add_argument("--artifacts", required=True, type=Path)
     ap.add_argument("--model", required=True)
     ap.add_argument("--input", required=True, type=Path)

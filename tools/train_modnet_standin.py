@@ -284,7 +284,7 @@ def main(argv=None) -> int:
     from xopt.errors import UserError
 
     defaults = Recipe()
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
     p.add_argument("--out", type=Path, required=True, help="checkpoint path; <out>.json is written beside it")
     p.add_argument("--minutes", type=float, default=defaults.minutes, help="training wall-clock budget")
     p.add_argument("--steps", type=int, default=defaults.steps, help="stop after this many steps (0: the budget)")

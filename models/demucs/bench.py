@@ -190,7 +190,8 @@ def _int8_verdict(manifest, result) -> dict:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                allow_abbrev=False)
     p.add_argument("--config", default="htdemucs")
     p.add_argument("--checkpoint", default=None)
     p.add_argument("--seed", type=int, default=0)

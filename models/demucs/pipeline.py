@@ -130,6 +130,7 @@ def track_seconds(targets: Mapping[str, Any] | None) -> float:
 
 class SeparationPipeline(Pipeline):
     """Music source separation: a track (array or file) in, one array or WAV per stem out."""
+    progress_unit = "segment batches"
 
     input_kinds = ("audio",)
     e2e_runs = 3  # each end-to-end run separates a whole synthetic track
@@ -158,12 +159,14 @@ class SeparationPipeline(Pipeline):
         seconds = track_seconds(targets)
         return [generate(seconds, seed + i, self.cfg["samplerate"], self.cfg["audio_channels"])[0] for i in range(n)]
 
+    def outputs_for(self, src: Path, dst: Path) -> list[Path]:
+        return [Path(dst) / Path(src).stem / f"{stem}.wav" for stem in self.sources]
+
     def process_file(self, src: Path, dst: Path, force: bool = False,
                      progress: Callable[[Iterable], Iterable] | None = None) -> list[Path]:
         """Write dst/<track name>/<stem>.wav for every stem (checked before any work)."""
         src, dst = Path(src), Path(dst)
-        folder = dst / src.stem
-        targets = [folder / f"{stem}.wav" for stem in self.sources]
+        targets = self.outputs_for(src, dst)
         if not force:
             for t in targets:
                 if t.exists():

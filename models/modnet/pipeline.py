@@ -266,6 +266,7 @@ def drift(ref_outputs: Mapping[str, np.ndarray], test_outputs: Mapping[str, np.n
 
 class MattingPipeline(Pipeline):
     """Image (path, PIL image, numpy array, video frame) in, H x W float32 alpha matte out."""
+    progress_unit = "frames"
 
     input_kinds = ("image", "video")
 
@@ -291,6 +292,17 @@ class MattingPipeline(Pipeline):
         from xopt.models.modnet.image_io import inspect
 
         return inspect(Path(path))
+    def outputs_for(self, src: Path, dst: Path) -> list[Path] | None:
+        """A still's matte (dst, or dst/<stem>.png for a folder) or a video matte file; a PNG
+        sequence is a folder replaced whole, so None."""
+        from xopt.models.modnet.image_io import VIDEO_OUT, _is_image
+
+        src, dst = Path(src), Path(dst)
+        if not src.is_file():
+            return None  # process_file names the problem
+        if _is_image(src):
+            return [dst / f"{src.stem}.png" if dst.is_dir() or not dst.suffix else dst]
+        return [dst] if dst.suffix.lower() in VIDEO_OUT else None
 
     def process_file(self, src, dst, force: bool = False,
                      progress: Callable[[Iterable], Iterable] | None = None) -> list[Path]:

@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
     ap.add_argument("--n", type=int, nargs="+", default=[128, 256], help="residue counts")
     ap.add_argument("--msa-rows", type=int, default=128, help="MSA rows S of the trunk input")
     ap.add_argument("--chunks", type=int, nargs="+", default=[4], help="chunk sizes to compare with unchunked")

@@ -193,7 +193,7 @@ def unpack_with_helper(sdist: Path, workdir: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
     ap.add_argument("--python", default=sys.executable, help="interpreter to install into (default: this one)")
     ap.add_argument("--sdist", type=Path, help=f"use this openfold-{VERSION}.tar.gz instead of downloading it")
     ap.add_argument("--skip-deps", action="store_true", help="do not install the runtime dependencies")

@@ -73,7 +73,7 @@ def compare(artifacts: Path, variant: str, lengths, rows: int, chunk: int | None
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
     ap.add_argument("--artifacts", type=Path, default=Path("artifacts/openfold"))
     ap.add_argument("--variant", default="fp32")
     ap.add_argument("--lengths", type=int, nargs="+", default=[57, 100])

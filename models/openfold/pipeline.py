@@ -54,6 +54,7 @@ def read_input(src: str | Path) -> tuple[Query, Alignment | None]:
 
 
 class OpenFoldPipeline(Pipeline):
+    progress_unit = "structures"
     input_kinds = ("fasta", "a3m")
 
     def __init__(self, session=None, config: dict | None = None, variant: dict | None = None):
@@ -139,6 +140,9 @@ class OpenFoldPipeline(Pipeline):
 
     def batch_target(self, src: Path, out_dir: Path) -> Path:
         return Path(out_dir) / f"{Path(src).stem}.pdb"  # one structure per FASTA/A3M file
+
+    def outputs_for(self, src: Path, dst: Path) -> list[Path]:
+        return [Path(dst)]
 
     def process_file(self, src: Path, dst: Path, force: bool = False,
                      progress: Callable[[Iterable], Iterable] | None = None) -> list[Path]:

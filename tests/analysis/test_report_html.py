@@ -72,14 +72,29 @@ def test_verdict_known_answers(report):
     int8["drift_gate"] = {"key": "mae", "value": 0.2, "unit": "", "passed": False, "bound": 0.03,
                           "ratio_to_noise": 20.0, "text": "mae 0.2 misses"}
     lines = verdict_lines(rep)
-    assert "2.00× faster end to end" in lines[1] and "2.00× slower model-only" in lines[1]
+    # faster end to end but slower model-only (which end to end contains): noise decided both ratios
+    assert "no measurable difference on this busy machine" in lines[1] and "×" not in lines[1].split(";")[0]
+    fp16["latency_e2e_ms"], fp16["latency_ms"] = {"p50": 200.0, "cv": 0.01}, {"p50": 80.0, "cv": 0.01}
+    lines = verdict_lines(rep)
+    assert "2.00× slower end to end, 2.00× slower model-only" in lines[1]
     assert "expected on a CPU" in lines[1]  # FP16 slower on ORT CPU is explained, not hidden
+    fp16["latency_e2e_ms"], fp16["latency_ms"] = {"p50": 50.0, "cv": 0.3}, {"p50": 20.0, "cv": 0.01}
+    base["latency_e2e_ms"] = {"p50": 60.0, "cv": 0.05}  # 50 ± 15 against 60 ± 3: the spreads overlap
+    lines = verdict_lines(rep)
+    assert "no measurable difference end to end" in lines[1] and "2.00× faster model-only" in lines[1]
+    fp16["latency_ms"] = {"p50": 44.0, "cv": 0.2}
+    assert verdict_lines(rep)[1].split(" — ")[1].startswith("no measurable difference on this busy machine;")
     assert "fails its drift gate: mae 0.2 (20.0× the noise floor" in lines[2]
     assert lines[0].startswith("fp32 (ort-cpu) — the FP32 baseline") and "MB budget" in lines[0]
     ship = lines[-1]  # a GPU profile measured on this CPU host: the precision is named, the speed is not claimed
     assert ship.startswith("Ship for rtx3060-laptop-12gb: fp16") and "not measured on this CPU host" in ship
-    rep["profile"]["kind"] = "cpu"
+    assert "Fastest that passes on this machine: none measurably faster than fp32" in ship
+    rep["profile"]["kind"] = "cpu"  # a CPU profile: ship the variant measurably fastest here, or FP32
+    assert verdict_lines(rep)[-1].startswith("Ship for rtx3060-laptop-12gb: fp32 — no variant that passes")
+    fp16["latency_e2e_ms"], fp16["latency_ms"] = {"p50": 30.0, "cv": 0.01}, {"p50": 20.0, "cv": 0.01}
     assert verdict_lines(rep)[-1].startswith("Ship for rtx3060-laptop-12gb: fp16 — the fastest variant")
+    fp16["latency_ms"] = {"p50": 31.0, "cv": 0.01}  # model-only above end to end: noise, whatever the spreads
+    assert "no measurable difference on this busy machine" in verdict_lines(rep)[1]
     for r in rep["results"]:
         r["drift_gate"]["passed"] = False
     assert "none of the profiled variants" in verdict_lines(rep)[-1]

@@ -18,28 +18,6 @@ sf = pytest.importorskip("soundfile")
 STEMS = ("drums", "bass", "other", "vocals")
 
 
-@pytest.fixture(scope="module")
-def art(tmp_path_factory):
-    from xopt.export.pipeline import export_model
-
-    out = tmp_path_factory.mktemp("demucs-art")
-    export_model("demucs", ["fp32"], out_dir=out, config="tiny")
-    return out
-
-
-@pytest.fixture(scope="module")
-def tracks(tmp_path_factory):
-    from xopt.models.demucs.synth import generate
-
-    d = tmp_path_factory.mktemp("tracks")
-    for i in range(3):
-        mix, _ = generate(0.8, seed=i)
-        sf.write(d / f"track{i}.wav", mix.T, 44100)
-    (d / "broken.wav").write_bytes(b"RIFF\x24\x00\x00\x00WAVEfmt " + os.urandom(64))  # a header, then noise
-    (d / ".DS_Store").write_bytes(b"\x00")  # hidden files are not inputs
-    return d
-
-
 def _stems(out):
     return sorted(str(p.relative_to(out)) for p in out.rglob("*.wav"))
 
