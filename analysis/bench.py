@@ -60,13 +60,14 @@ def bench_model(name: str, variants, artifacts=None, frames: int = 20, profile_n
     tg = spec.bench
     key = tg.drift_key or gate_of(spec).key
     head = ["contender", "p50 ms", "p90 ms", "CV", "vs torch", "vs ORT FP32",
-            f"drift {key}" if key else "drift", f"noise floor {key}" if key else "", "× noise floor"]
+            f"drift {key}" if key else "drift", f"noise floor {key}" if key else "", "vs noise floor"]
+    db = gate_of(spec).db and key == gate_of(spec).key  # a dB term (SDR): how far below the floor, not a ratio
     rows, verdicts, results = [], [], {}
     torch_p50, fp32_p50 = stats["torch fp32"]["p50"], stats["ort fp32"]["p50"]
     for label, st in stats.items():
         drift = drift_between(spec, refs, outputs[label], feeds) if label != "ort fp32" else None
         d, nf = (drift or {}).get(key), floor.get(key)
-        ratio_noise = (d / nf) if (d is not None and nf) else None
+        ratio_noise = (d / nf) if (d is not None and nf and not db) else None
         vs_torch, vs_fp32 = speed_verdict(st, stats["torch fp32"]), speed_verdict(st, stats["ort fp32"])
         results[label] = {"latency_ms": st, "drift": drift, "speedup_vs_torch": torch_p50 / st["p50"],
                           "speedup_vs_ort_fp32": fp32_p50 / st["p50"], "drift_vs_noise": ratio_noise,
@@ -75,7 +76,7 @@ def bench_model(name: str, variants, artifacts=None, frames: int = 20, profile_n
         rows.append([label, _cell(st, "p50"), _cell(st, "p90"), f"{st['cv']:.0%}",
                      _ratio(vs_torch, label == "torch fp32"), _ratio(vs_fp32, label == "ort fp32"),
                      "–" if d is None else figure(d), "–" if nf is None else figure(nf),
-                     "–" if ratio_noise is None else f"{ratio_noise:.2f}×"])
+                     _vs_floor(d, nf, ratio_noise, db)])
     for v, record in not_built.items():
         rows.append([f"ort {v}", "–", "–", "–", "–", "–", "not built", "", ""])
         results[f"ort {v}"] = {"error": f"not built: {record['error']}", "export_failure": record}
@@ -123,3 +124,11 @@ def _target(what: str, against: str, got: float, need: float, measurable: bool, 
                 f"{timing_ms(base)}, CV {st['cv']:.0%} and {base['cv']:.0%}); target ≥ {need}×, re-run on an idle "
                 "machine")
     return f"{'MET' if got >= need else 'MISSED'}: {what} is {got:.2f}× {against} (target ≥ {need}×)"
+
+
+def _vs_floor(d, nf, ratio, db: bool) -> str:
+    """Drift against the noise floor: a multiple of it, or for a dB term (higher is better) how
+    many dB below it the variant lies."""
+    if db and d is not None and nf is not None:
+        return f"{nf - d:.1f} dB below" if d < nf else f"{d - nf:.1f} dB above"
+    return "–" if ratio is None else f"{ratio:.2f}×"

@@ -303,9 +303,11 @@ def write_reports(report: dict, out_dir: str | Path, force: bool = False,
     beside it), recording what was written so a re-run may replace it."""
     from xopt.analysis import previews
     from xopt.analysis.report_html import render_html
+    from xopt.report_schema import public
     from xopt.written import record
 
     validate(report)
+    report = public(report)
     out_dir = Path(out_dir)
     paths = report_paths(out_dir)
     if previews_dir:

@@ -14,10 +14,15 @@ POINT_HEAD = ["model", "variant", "backend", "shape", "profile", "status", "mode
               "e2e p50 ms", "peak MB", "drift gate", "drift", "node", "device"]
 
 
-def _gate(result: dict) -> bool | None:
+def _gate(result: dict) -> bool | str | None:
+    """True/False: the drift gate's verdict; "not applied": measured on seeded-random weights,
+    where a failing gate means nothing (xopt.gate.applies); None: nothing to judge by."""
     gate = result.get("drift_gate")
-    if isinstance(gate, dict) and gate.get("passed") is not None:
-        return bool(gate["passed"])
+    if isinstance(gate, dict):
+        if gate.get("passed") is not None:
+            return bool(gate["passed"])
+        if gate.get("applied") is False:
+            return "not applied"
     return bool(result.get("drift_ok")) if "drift_ok" in result else None
 
 
@@ -47,7 +52,7 @@ def point_row(rec: dict, drift_key: str | None = None) -> dict:
 
 
 def _cells(p: dict) -> list[str]:
-    gate = {True: "pass", False: "FAIL", None: "–"}[p["drift_gate"]]
+    gate = {True: "pass", False: "FAIL", None: "–", "not applied": "not applied"}[p["drift_gate"]]
     status = p["status"] if not p["error"] else f"{p['status']}: {p['error'][:120]}"
     drift = f"{p['drift_key']}={p['drift']:.4g}" if isinstance(p["drift"], (int, float)) else "–"
     cv = f"{p['cv']:.0%}" if p["cv"] is not None else "–"
@@ -67,6 +72,7 @@ def fastest(points: list[dict]) -> list[dict]:
     for (model, shape, device, profile), ps in sorted(groups.items(), key=lambda kv: tuple(map(str, kv[0]))):
         ok = [p for p in ps if p["status"] == "ok" and p["drift_gate"] and p["p50_ms"]]
         missed = sorted({f"{p['variant']} ({p['backend']})" for p in ps if p["status"] == "ok" and not p["drift_gate"]})
+        unjudged = sorted({f"{p['variant']} ({p['backend']})" for p in ok if p["drift_gate"] == "not applied"})
         best = min(ok, key=lambda p: p["p50_ms"]) if ok else None
         base = next((p for p in ps if p["variant"] == "fp32" and best and p["backend"] == best["backend"]
                      and p["p50_ms"]), None)
@@ -74,7 +80,7 @@ def fastest(points: list[dict]) -> list[dict]:
                     "variant": best and best["variant"], "backend": best and best["backend"],
                     "p50_ms": best and best["p50_ms"], "peak_mb": best and best["peak_mb"],
                     "speedup_vs_fp32": (base["p50_ms"] / best["p50_ms"]) if best and base else None,
-                    "candidates": len(ok), "missed_gate": missed})
+                    "candidates": len(ok), "missed_gate": missed, "gate_not_applied": unjudged})
     return out
 
 

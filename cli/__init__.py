@@ -22,12 +22,26 @@ def commands() -> list:
     return sorted(mods, key=lambda m: (m.ORDER, m.NAME))
 
 
+class DefaultsHelp(argparse.HelpFormatter):
+    """`--help` shows each flag's default (unless its help already says it): what a command
+    does with no flags is never a surprise."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        default = action.default
+        if (action.option_strings and default not in (None, False, [], argparse.SUPPRESS) and "default" not in text
+                and not isinstance(action, (argparse._HelpAction, argparse._VersionAction))):
+            text += " (default: %(default)s)"
+        return text
+
+
 class Parser(argparse.ArgumentParser):
     """argparse with the manners of its field: no prefix matching (`--variant` is not
-    `--variants`), and a misspelt command or flag answered with a suggestion."""
+    `--variants`), a misspelt command or flag answered with a suggestion, and defaults shown."""
 
     def __init__(self, *args, **kwargs):
         kwargs["allow_abbrev"] = False
+        kwargs.setdefault("formatter_class", DefaultsHelp)
         super().__init__(*args, **kwargs)
 
     def format_usage(self) -> str:

@@ -14,7 +14,8 @@ def add_arguments(p, argv: list[str]) -> None:
     from xopt.cli.flags import model_in
 
     p.add_argument("model")
-    p.add_argument("--variants", default="fp32,fp16,int8", help="comma-separated variants")
+    p.add_argument("--variants", default=None,
+                   help="comma-separated variants (default: fp32,fp16,int8, those of them the model has)")
     p.add_argument("--artifacts", default=None, help="export directory (default artifacts/MODEL); missing variants are exported")
     p.add_argument("--backend", default="ort-cpu", help="runtime backend (see xopt list)")
     p.add_argument("--frames", type=int, default=20, help="timed frames per variant after warm-up (at least 1)")
@@ -98,7 +99,10 @@ def run(args) -> int:
     from xopt.atomic import check_writable
     from xopt.analysis.report import print_summary, refuse_existing, write_reports
 
-    variants = [v for v in args.variants.split(",") if v]
+    from xopt.registry import get_model
+
+    variants = [v for v in args.variants.split(",") if v] if args.variants is not None else \
+        default_variants(get_model(args.model), ("fp32", "fp16", "int8"))
     spec, _ = validate_request(args.model, variants, args.backend, args.frames, args.warmup, args.threads,
                                args.profile)
     targets = shape_targets(spec, args)
@@ -137,3 +141,8 @@ def run(args) -> int:
     if not_built:
         return EXIT_SOME_FAILED
     return 0
+
+
+def default_variants(spec, wanted) -> list[str]:
+    """The variants a command runs with no --variants: those of `wanted` the model has."""
+    return [v for v in wanted if v in spec.variants]

@@ -133,7 +133,16 @@ def load_file(path: str | Path) -> DeviceProfile:
         raise UserError(f"cannot read device profile {path} ({exc})", "pass a readable TOML file") from exc
     except tomllib.TOMLDecodeError as exc:
         raise _invalid(path, f"TOML: {exc}") from exc
-    return parse(data, str(path))
+    return parse(data, _source_name(path))
+
+
+def _source_name(path: Path) -> str:
+    """How reports name a profile's file: a shipped one by its place in xopt ("xopt:profiles/NAME.toml",
+    not where this machine installed it); a user's file as it was given."""
+    try:
+        return f"xopt:profiles/{path.resolve().relative_to(profiles_dir().resolve()).as_posix()}"
+    except ValueError:
+        return str(path)
 
 
 def available() -> dict[str, Path]:
@@ -143,6 +152,8 @@ def available() -> dict[str, Path]:
 def get_profile(name_or_path: str | None = None) -> DeviceProfile:
     """A profile by name (shipped) or by path to a TOML file."""
     name_or_path = name_or_path or DEFAULT_PROFILE
+    if name_or_path.startswith("xopt:profiles/"):  # a shipped profile as a report names it
+        return load_file(profiles_dir() / name_or_path[len("xopt:profiles/"):])
     if name_or_path.endswith(".toml") or "/" in name_or_path:
         return load_file(name_or_path)
     shipped = available()

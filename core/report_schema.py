@@ -203,3 +203,14 @@ def load(path: str | Path) -> dict:
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise _bad(path, f"not JSON: {exc}") from exc
     return validate(data, path)
+
+
+def public(report: dict) -> dict:
+    """The report as it is written: a checkpoint named by its file name and sha256, not by where it
+    lies on the machine that measured (a report is shared; the manifest keeps the full path)."""
+    weights = report.get("weights")
+    if isinstance(weights, dict) and isinstance(weights.get("path"), str):
+        from pathlib import PurePath
+
+        return {**report, "weights": {**weights, "path": PurePath(weights["path"]).name}}
+    return report

@@ -128,7 +128,7 @@ def verdict(res: dict, expect_torch: str) -> list[str]:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
     ap.add_argument("--readme", type=Path, default=README, help="README to take the block from (default: the checkout's)")
     ap.add_argument("--job", action="store_true", help="also run the block's other steps (the main job) and time them")
     ap.add_argument("--expect-torch", choices=["cpu", "cuda", "any"], default="cpu",

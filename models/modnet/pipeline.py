@@ -295,7 +295,8 @@ class MattingPipeline(Pipeline):
     def outputs_for(self, src: Path, dst: Path) -> list[Path] | None:
         """A still's matte (dst, or dst/<stem>.png for a folder) or a video matte file; a PNG
         sequence is a folder replaced whole, so None."""
-        from xopt.models.modnet.image_io import VIDEO_OUT, _is_image
+        from xopt.models.modnet.image_io import _is_image
+        from xopt.models.modnet.video_io import VIDEO_OUT
 
         src, dst = Path(src), Path(dst)
         if not src.is_file():

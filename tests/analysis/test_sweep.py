@@ -60,9 +60,12 @@ def test_sequential_sweep_then_a_rerun_measures_nothing(tmp_path):
     assert report["kind"] == "sweep" and len(report["points"]) == 4
     fastest = {(f["shape"]): f for f in report["fastest"]}
     assert set(fastest) == {"height=32, width=32", "height=64, width=64"}
-    # the toy's INT8 misses its drift gate (12x the noise floor): FP32 is the fastest that meets it
-    assert all(f["variant"] == "fp32" and f["p50_ms"] > 0 and f["missed_gate"] == ["int8 (ort-cpu)"]
-               for f in fastest.values())
+    # the toy's INT8 drifts 12x past its noise floor, but the toy is seeded-random: the gate is measured and
+    # not applied (a chaotic network amplifies any rounding), so INT8 is a candidate, flagged as unjudged
+    assert all(f["variant"] in ("fp32", "int8") and f["p50_ms"] > 0 and f["missed_gate"] == []
+               and f["gate_not_applied"] == ["int8 (ort-cpu)"] for f in fastest.values())
+    int8 = [p for p in report["points"] if p["variant"] == "int8"]
+    assert int8 and all(p["drift_gate"] == "not applied" for p in int8)
     scale = {s["variant"]: s for s in report["scaling"]}
     assert set(scale) == {"fp32", "int8"}
     assert [z["input_elements"] for z in scale["fp32"]["sizes"]] == [3 * 32 * 32, 3 * 64 * 64]

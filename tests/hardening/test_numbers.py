@@ -57,18 +57,24 @@ def overflow():
 
 
 def test_overflowing_variant_fails_the_export_gate(overflow, tmp_path):
+    """A variant whose outputs overflow is a recorded failure (exit 3), never written; the FP32
+    artifact that passed stays as it was."""
     out = tmp_path / "art"
     r = cli("export", "toy-overflow", "--config", "hot", "--out", out)  # FP32 alone passes
     assert r.rc == 0, r.err
-    before = snapshot(out)
+    fp32 = (out / "toy-overflow_fp32.onnx").read_bytes()
     r = cli("export", "toy-overflow", "--config", "hot", "--fp16", "--out", out)
-    line = assert_user_error(r, "toy-overflow fp16 failed the parity check", "max_abs=inf", "(NaN/Inf)",
-                             "keep more layers in FP32")
+    assert r.rc == 3, r.err
+    line = next(x for x in r.out.splitlines() if x.startswith("fp16: FAILED"))
+    assert "toy-overflow fp16 failed the parity check" in r.out and "max_abs=inf" in r.out and "(NaN/Inf)" in r.out
     assert "max_abs=0" not in line
-    assert snapshot(out) == before and not debris(out)  # fp32 and its manifest untouched, no fp16 file
+    assert (out / "toy-overflow_fp32.onnx").read_bytes() == fp32 and not (out / "toy-overflow_fp16.onnx").exists()
+    assert not debris(out)
+    m = json.loads((out / "manifest.json").read_text())
+    assert [v["name"] for v in m["variants"]] == ["fp32"] and m["failed"][0]["stage"] == "parity"
     r = cli("export", "toy-overflow", "--config", "hot", "--fp16", "--out", tmp_path / "fresh")
-    assert_user_error(r, "(NaN/Inf)")
-    assert not (tmp_path / "fresh").exists()
+    assert r.rc == 3 and "(NaN/Inf)" in r.out
+    assert not (tmp_path / "fresh" / "toy-overflow_fp16.onnx").exists()
 
 
 def test_overflowing_variant_is_a_failed_drift_check_in_the_profile(overflow, tmp_path):
