@@ -207,10 +207,23 @@ def load(path: str | Path) -> dict:
 
 def public(report: dict) -> dict:
     """The report as it is written: a checkpoint named by its file name and sha256, not by where it
-    lies on the machine that measured (a report is shared; the manifest keeps the full path)."""
-    weights = report.get("weights")
-    if isinstance(weights, dict) and isinstance(weights.get("path"), str):
-        from pathlib import PurePath
+    lies on the machine that measured, and the command line with this folder and the home folder
+    written as `.` and `~` (a report is shared; the manifest keeps the full path)."""
+    from pathlib import Path, PurePath
 
-        return {**report, "weights": {**weights, "path": PurePath(weights["path"]).name}}
-    return report
+    out = dict(report)
+    weights = out.get("weights")
+    if isinstance(weights, dict) and isinstance(weights.get("path"), str):
+        out["weights"] = {**weights, "path": PurePath(weights["path"]).name}
+    if isinstance(out.get("command"), str):
+        out["command"] = _portable(out["command"], str(Path.cwd()), str(Path.home()))
+    return out
+
+
+def _portable(command: str, cwd: str, home: str) -> str:
+    import re
+
+    for root, name in sorted(((cwd, "."), (home, "~")), key=lambda r: -len(r[0])):
+        if root not in ("", "/"):
+            command = re.sub(re.escape(root.rstrip("/")) + r"(?=/|\s|$)", name, command)
+    return command

@@ -1,7 +1,7 @@
 """Throughput of `xopt run modnet FRAMES_DIR -o OUT --ray` against the same command without
 --ray (one pipeline in this process), measured in one run on this machine.
 
-    flock /work/tmp/heavy.lock python tools/bench_ray_batch.py --frames 64 --size 512
+    python tools/bench_ray_batch.py --frames 64 --size 512
     # -> benchmarks/results/ray-batch-modnet-<host>.json
 
 Frames are a short synthetic clip: the astronaut portrait bundled with scikit-image, panned a few
@@ -49,7 +49,8 @@ def run_mode(art: Path, src: Path, out: Path, ray: bool, extra: list[str]) -> di
     items = [v for v in record["items"].values() if v["status"] == "ok"]
     ts = sorted(v["t"] for v in items)
     steady = (len(ts) - 1) / (ts[-1] - ts[0]) if len(ts) > 1 and ts[-1] > ts[0] else None
-    return {"command": " ".join(cmd[2:]).replace(str(ROOT) + "/", ""), "wall_s": round(wall, 2),
+    # the scratch folder is this run's own: named DIR so the result carries no path of this machine
+    return {"command": " ".join(cmd[2:]).replace(str(src.parent) + "/", "DIR/"), "wall_s": round(wall, 2),
             "frames": len(items), "fps_wall": round(len(items) / wall, 3),
             "fps_steady": round(steady, 3) if steady else None, "first_frame_s": ts[0] if ts else None,
             "where": record["runs"][-1].get("where"),

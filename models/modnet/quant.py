@@ -2,13 +2,13 @@
 
 Measured on an AMD EPYC with AVX2 and no VNNI, 2 ORT threads, 512x512, batch 1,
 ORT_ENABLE_ALL, onnxruntime 1.32, seeded-random weights; medians of interleaved rounds
-against ORT FP32 of the same slimmed graph in the same rounds (study and table at the time of
-writing: /work/tmp/modnet_int8/study.py, findings.md). Today's settings alone: x1.57 on a
+against ORT FP32 of the same slimmed graph in the same rounds (a study script of the time,
+not kept in the tree). Today's settings alone: x1.57 on a
 quiet machine (FP32 441 ms, INT8 280 ms); the type/format comparisons below come from one
 set of rounds on a machine shared with other jobs (FP32 1300 ms there), so only their
 ordering is solid. Per-node figures are from one ORT profile (relative: profiling inflates
 the totals). The end-to-end gain of `fp32_nodes` had not been timed on a quiet machine at
-the time of writing (see findings.md); what it removes is counted from ORT's optimized graph.
+the time of writing (in that study); what it removes is counted from ORT's optimized graph.
 
 What ORT runs: with QDQ, U8 activations and S8 weights every Conv becomes a
 com.microsoft QLinearConv (NHWC, a Transpose pair around each chain), Add/Concat/Mul/
