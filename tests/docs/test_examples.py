@@ -157,6 +157,8 @@ def test_the_checker_catches_a_made_up_flag_model_or_variant():
     assert xopt_error(["run", "demucs"], partial=True) is None  # named in prose
     assert xopt_error(["run", "demucs", "--fp16"], partial=True) is not None
     assert xopt_error(["run", "dmucs"], partial=True) is not None
+    with pytest.raises(AttributeError):
+        _resolve("xopt.runtime.load_pipelines")
 
 
 def test_a_page_with_a_made_up_flag_fails(tmp_path):
@@ -236,3 +238,61 @@ def test_the_readme_links_every_docs_page():
     readme = README.read_text(encoding="utf-8")
     linked = {(ROOT / t.partition("#")[0]).resolve() for t in LINK.findall(readme) if not re.match(r"[a-z]+:", t)}
     assert not [_rel(p) for p in PAGES[1:] if p.resolve() not in linked]
+
+
+def _resolve(dotted: str):
+    """The object a dotted name names: the longest importable module, then attributes."""
+    parts = dotted.split(".")
+    for i in range(len(parts), 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:i]))
+        except ImportError:
+            continue
+        for attr in parts[i:]:
+            obj = getattr(obj, attr)
+        return obj
+    raise ImportError(dotted)
+
+
+DOTTED = re.compile(r"\bxopt(?:\.[A-Za-z_]\w*)+")
+
+
+def test_every_python_name_the_docs_use_exists():
+    """`xopt.runtime.load_pipeline`, `xopt.fitting.measure_in_fresh_process`, ...: each resolves
+    (the "xopt.models" entry-point group is a name, not a module path, but resolves as the package)."""
+    names = sorted({n for page in PAGES for n in DOTTED.findall(page.read_text(encoding="utf-8"))})
+    assert "xopt.runtime.load_pipeline" in names
+    bad = []
+    for name in names:
+        try:
+            _resolve(name)
+        except (ImportError, AttributeError) as exc:
+            bad.append(f"{name}: {exc}")
+    assert not bad, bad
+
+
+def _blocks(kind: str) -> list[tuple[str, str]]:
+    return [(f"{_rel(p)}:{p.read_text(encoding='utf-8').count(chr(10), 0, m.start()) + 2}", m.group(2))
+            for p in PAGES for m in FENCE.finditer(p.read_text(encoding="utf-8")) if m.group(1) == kind]
+
+
+def test_every_python_and_toml_example_is_well_formed():
+    """Python examples compile and name what xopt.runtime has; TOML examples parse (the sweep file
+    is also loaded as a sweep by tests/analysis/test_sweep_file.py)."""
+    import ast
+
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+    import xopt.runtime as rt
+
+    python, toml = _blocks("python"), _blocks("toml")
+    assert python and toml
+    for where, body in python:
+        tree = ast.parse(body, where)
+        used = {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)
+                and isinstance(n.value, ast.Name) and n.value.id == "rt"}
+        assert all(hasattr(rt, a) for a in used), (where, used)
+    for where, body in toml:
+        assert tomllib.loads(body), where
