@@ -187,7 +187,7 @@ def load(path: str | Path) -> Sweep:
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise UserError(f"{path} does not exist", "pass the sweep file (TOML, see README: Scaling out with Ray)")
+        raise UserError(f"{path} does not exist", "pass the sweep file (TOML, see docs/commands/sweep.md)")
     except (OSError, UnicodeDecodeError) as exc:
         raise UserError(f"cannot read {path} ({exc})", "pass a readable TOML file") from exc
     except tomllib.TOMLDecodeError as exc:

@@ -160,7 +160,7 @@ def run(args) -> int:
     return 0
 
 
-EXIT_SOME_FAILED = 3  # finished, wrote what passed; some variant failed its gate (README: exit codes)
+EXIT_SOME_FAILED = 3  # finished, wrote what passed; some variant failed its gate (README: exit status)
 
 
 def gate_lines(entries) -> list[str]:

@@ -133,7 +133,7 @@ def run(args) -> int:
                               previews_dir=Path(tmp) / "previews" if args.previews > 0 else None)
     console().print(f"wrote {paths['json']}, {paths['md'].name}, {paths['html'].name}", markup=False, soft_wrap=True)
     not_built = [r["variant"] for r in report["results"] if r.get("export_failure")]
-    if not_built:  # the report holds them as rows; the exit code tells a script (README: exit codes)
+    if not_built:  # the report holds them as rows; the exit code tells a script (README: exit status)
         from xopt.cli.cmd_export import EXIT_SOME_FAILED
 
         console().print(f"exit {EXIT_SOME_FAILED}: {', '.join(not_built)} could not be built", markup=False)

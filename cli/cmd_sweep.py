@@ -9,7 +9,7 @@ HELP = "profile many (model, variant, backend, profile, shape) points from SWEEP
 
 
 def add_arguments(p, argv: list[str]) -> None:
-    p.add_argument("sweep", metavar="SWEEP.toml", help="the jobs (see README: Scaling out with Ray)")
+    p.add_argument("sweep", metavar="SWEEP.toml", help="the jobs (see docs/commands/sweep.md)")
     p.add_argument("--out", default=None, help="results and report directory (default sweeps/<file name>)")
     p.add_argument("--address", default=None,
                    help="join this Ray cluster (HOST:PORT; default $RAY_ADDRESS, else an embedded Ray on 127.0.0.1)")

@@ -88,11 +88,11 @@ def test_bad_files(tmp_path):
         load(_write(tmp_path, "[sweep]\nmodel = 'toy'\n[[job]]\nmodel = 'toy'\nvariants = ['fp32']\n"))
 
 
-def test_the_readme_sweep_file_is_valid():
+def test_the_documented_sweep_file_is_valid():
     from pathlib import Path
 
-    text = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
-    block = text.split("## Scaling out with Ray", 1)[1].split("```toml\n", 1)[1].split("```", 1)[0]
+    text = (Path(__file__).resolve().parents[2] / "docs" / "commands" / "sweep.md").read_text(encoding="utf-8")
+    block = text.split("## The sweep file", 1)[1].split("```toml\n", 1)[1].split("```", 1)[0]
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -1,7 +1,8 @@
 """The front door, as a new user walks through it: the README's main-job commands exactly as
 printed, then each command with no flags at all, on MODNet at full size (512x512 on the
 default device profile) with the built-in seeded-random weights. Each must finish and write
-what it promises. MODNet is cheap enough for CI; the heavy models keep their tiny configs."""
+what it promises, within what the README says the main job costs. MODNet is cheap enough for
+CI; the heavy models keep their tiny configs."""
 from __future__ import annotations
 
 import json
@@ -10,6 +11,8 @@ import re
 import shlex
 import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -39,6 +42,50 @@ def readme_main_job() -> list[list[str]]:
     return commands
 
 
+# `under <!-- measured: main_job_minutes -->12 min`: an upper bound README states for the main job
+COST = re.compile(r"<!--\s*measured:\s*(main_job_\w+)\s*-->\s*([\d,]+(?:\.\d+)?)\s*(min|MB|GB)\b")
+UNITS = {"min": 60.0, "MB": 2.0 ** 20, "GB": 2.0 ** 30}  # to seconds and bytes
+
+
+def readme_costs(text: str) -> dict[str, float]:
+    """README's main-job bounds: {key: seconds or bytes}."""
+    return {key: float(value.replace(",", "")) * UNITS[unit] for key, value, unit in COST.findall(text)}
+
+
+def test_readme_costs_read_the_marked_bounds():
+    text = ("under <!-- measured: main_job_minutes -->12 min, <!--measured:main_job_peak_rss_mb--> 1.5 GB "
+            "and <!-- measured: main_job_disk_mb -->1,200 MB; <!-- measured: main_install_mb -->1.3 GB")
+    assert readme_costs(text) == {"main_job_minutes": 720.0, "main_job_peak_rss_mb": 1.5 * 2 ** 30,
+                                  "main_job_disk_mb": 1200 * 2 ** 20}
+
+
+def xopt_measured(args: list[str], cwd: Path) -> tuple[subprocess.CompletedProcess, int]:
+    """xopt as `xopt()` runs it, and the peak RSS in bytes of the largest process of its tree (wait4's
+    ru_maxrss: the command's own and that of every child it waited for, e.g. profile's per-variant
+    processes; this test process's earlier children do not count, as RUSAGE_CHILDREN's would)."""
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:  # outside the job's folder
+        proc = subprocess.Popen([sys.executable, "-m", "xopt.cli", *args], stdout=out, stderr=err, text=True,
+                                cwd=cwd, env={**os.environ, "COLUMNS": "120"})
+        deadline = time.monotonic() + 1800
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.monotonic() > deadline:
+                proc.kill()
+                os.wait4(proc.pid, 0)
+                raise subprocess.TimeoutExpired(proc.args, 1800)
+            time.sleep(0.2)
+        proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here: Popen must not wait again
+        out.seek(0)
+        err.seek(0)
+        return subprocess.CompletedProcess(proc.args, proc.returncode, out.read(), err.read()), usage.ru_maxrss * 1024
+
+
+def _bytes_under(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file() and not p.is_symlink())
+
+
 @pytest.fixture(scope="module")
 def home(tmp_path_factory):
     return tmp_path_factory.mktemp("front-door")
@@ -50,10 +97,23 @@ def _ok(r: subprocess.CompletedProcess) -> None:
 
 
 def test_the_readme_main_job_as_printed(home):
+    """The commands as printed, in a fresh folder, within the README's bounds on wall time, peak
+    memory and disk written (stated as upper bounds with margin for a busy CI machine)."""
     commands = readme_main_job()
     assert commands and commands[0][:2] == ["export", "modnet"], commands
+    bounds = readme_costs(README.read_text(encoding="utf-8"))
+    assert set(bounds) == {"main_job_minutes", "main_job_peak_rss_mb", "main_job_disk_mb"}, bounds
+    before, peak, t0 = _bytes_under(home), 0, time.perf_counter()
     for args in commands:
-        _ok(xopt(args, home))
+        r, rss = xopt_measured(args, home)
+        _ok(r)
+        peak = max(peak, rss)
+    wall, written = time.perf_counter() - t0, _bytes_under(home) - before
+    print(f"\nREADME's main job: {wall / 60:.1f} min wall, peak RSS {peak / 2 ** 30:.2f} GB (largest process), "
+          f"{written / 2 ** 20:,.0f} MB written")
+    assert wall <= bounds["main_job_minutes"], f"{wall / 60:.1f} min, README says under {bounds['main_job_minutes'] / 60:g}"
+    assert peak <= bounds["main_job_peak_rss_mb"], (peak, bounds["main_job_peak_rss_mb"])
+    assert 0 < written <= bounds["main_job_disk_mb"], (written, bounds["main_job_disk_mb"])
     report = json.loads((home / "reports" / "modnet" / "report.json").read_text(encoding="utf-8"))
     assert report["weights"]["kind"] == "seeded-random"
     assert {r["variant"] for r in report["results"]} >= {"fp32", "fp16"}
