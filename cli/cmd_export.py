@@ -130,7 +130,7 @@ def run(args) -> int:
             add_engines(spec, manifest, [v for v in engine_for if manifest.has(v)], args.engine, profile,
                         force=args.force,
                         options=pass_options(args).get("engine"))
-    from xopt.export.pipeline import failed_in
+    from xopt.export.export_dir import failed_in
 
     requested = [v for v in variants if not manifest.has(v)]
     rows = [[v["name"], v["precision"], v["path"], f"{v['size_bytes'] / 2**20:.1f}",

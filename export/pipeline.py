@@ -8,13 +8,12 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from xopt import progress
-from xopt.atomic import atomic_path, dir_lock, dumps, is_disk_full
+from xopt.atomic import dir_lock, is_disk_full
 from xopt.errors import GateFailed, OutputExistsError, ParityError, UserError
 from xopt import compare as parity
 from xopt.runtime import verify_variants
@@ -22,11 +21,12 @@ from xopt.runtime.backends.torch_eager import torch_outputs
 from xopt.export.onnx_export import io_signature, opset_of, to_onnx
 from xopt.hashing import sha256_file
 from xopt.manifest import MANIFEST_NAME, Manifest
-from xopt.manifest import load as load_manifest
 from xopt.optimize.base import PassContext, get_pass
 from xopt.registry import get_model
 from xopt.spec import Built, ModelSpec, Variant, Weights
 from xopt.stats import facts_text
+from xopt.export.export_dir import (artifact_name, commit, existing, failure_record, recipe, to_build,
+                                     weights_key)
 
 
 @dataclass
@@ -54,10 +54,6 @@ def _remove_debris(out_dir: Path) -> None:
 
 def default_out_dir(model: str) -> Path:
     return Path("artifacts") / model
-
-
-def artifact_name(model: str, variant: str, graph: str | None = None) -> str:
-    return f"{model}_{variant}.{graph}.onnx" if graph else f"{model}_{variant}.onnx"
 
 
 def parity_backend(precision: str) -> str:
@@ -256,23 +252,6 @@ def _resolve_variants(spec: ModelSpec, names: Sequence[str]) -> list[Variant]:
     return [spec.variant(n) for n in dict.fromkeys(wanted)]
 
 
-def _existing(out_dir: Path, spec: ModelSpec, weights_wanted: dict | None, config: dict, force: bool):
-    if not (out_dir / MANIFEST_NAME).exists() or force:
-        return None
-    manifest = load_manifest(out_dir)
-    if manifest.model != spec.name:
-        raise UserError(f"{out_dir} holds a {manifest.model} export", "choose another --out or pass --force")
-    mismatch = []
-    if weights_wanted is not None and any(manifest.weights.get(k) != v for k, v in weights_wanted.items()):
-        mismatch.append("weights")
-    if manifest.config != config:
-        mismatch.append("config")
-    if mismatch:
-        raise UserError(f"{out_dir} was exported with other {' and '.join(mismatch)} ({manifest.weights.get('kind')})",
-                        "pass --force to rebuild every artifact or choose another --out")
-    return manifest
-
-
 def export_model(name: str, variants: Sequence[str] = ("fp32",), out_dir: str | os.PathLike | None = None,
                  checkpoint: str | None = None, config: str | None = None, config_overrides: Mapping | None = None,
                  profile=None, force: bool = False, pass_options: Mapping[str, Mapping] | None = None,
@@ -292,9 +271,9 @@ def export_model(name: str, variants: Sequence[str] = ("fp32",), out_dir: str | 
     if out_dir.exists() and not out_dir.is_dir():
         raise UserError(f"{out_dir} is a file", "pass a directory to --out")
     with dir_lock(out_dir, tidy=True):
-        want_weights = _weights_key(checkpoint, seed, source)
-        manifest = _existing(out_dir, spec, want_weights, cfg, force)
-        todo = _todo(manifest, wanted, out_dir, pass_options or {}, force)
+        want_weights = weights_key(checkpoint, seed, source)
+        manifest = existing(out_dir, spec, want_weights, cfg, force)
+        todo = to_build(manifest, wanted, out_dir, pass_options or {}, force)
         if manifest is not None:  # what is kept or built upon must still be what the manifest records
             verify_variants(manifest, [v["name"] for v in manifest.variants if v["name"] not in {t.name for t in todo}])
         if not todo:
@@ -330,7 +309,7 @@ def export_model(name: str, variants: Sequence[str] = ("fp32",), out_dir: str | 
                 except (GateFailed, ParityError) as exc:
                     if v.name == "fp32":  # every other variant is built from it
                         raise
-                    failed.append(_failure(v, exc, _recipe(v, pass_options or {})))
+                    failed.append(failure_record(v, exc, recipe(v, pass_options or {})))
                     progress.info(f"{name} {v.name}: FAILED: {exc.problem}")
                     continue
                 if v.name == "fp32":
@@ -345,7 +324,7 @@ def export_model(name: str, variants: Sequence[str] = ("fp32",), out_dir: str | 
             manifest.versions = versions()
             manifest.machine = {k: v for k, v in describe().items() if k != "versions"}
             manifest.directory = out_dir
-            _commit(out_dir, staged, manifest)
+            commit(out_dir, staged, manifest)
         except OSError as exc:
             if is_disk_full(exc):
                 raise UserError(f"the disk filled up while exporting into {out_dir} ({exc.strerror})",
@@ -355,86 +334,3 @@ def export_model(name: str, variants: Sequence[str] = ("fp32",), out_dir: str | 
             shutil.rmtree(workdir, ignore_errors=True)
     return manifest
 
-
-def _failure(variant: Variant, exc: UserError, recipe) -> dict:
-    """The manifest's record of a variant that did not pass: its gate or parity numbers, kept so
-    profile, bench and eval can show it as a row and a re-export with the same recipe says so."""
-    stage = "gate" if isinstance(exc, GateFailed) else "parity"
-    facts = exc.facts if isinstance(exc, GateFailed) else {"outputs": exc.diffs, "tolerance": exc.tolerance}
-    return {"name": variant.name, "precision": variant.precision, "stage": stage, "error": exc.one_line(),
-            "recipe": [{"name": n, "options": o} for n, o in recipe], "facts": facts,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-
-
-def failed_in(manifest: Manifest | None, names: Sequence[str]) -> list[dict]:
-    """The manifest's failure records of `names`, in that order."""
-    if manifest is None:
-        return []
-    return [f for f in (manifest.failure(n) for n in names) if f is not None]
-
-
-def _commit(out_dir: Path, staged: list[tuple[Path, dict]], manifest: Manifest) -> None:
-    """Move the staged artifacts into place and the manifest last.
-
-    The manifest's bytes are written (and can fail for lack of space) before any artifact is
-    moved, and the moves are renames within one file system, so a failure leaves the old
-    state: artifacts that were new are taken back out, and no file sits in `out_dir` that the
-    manifest does not describe.
-    """
-    placed = []
-    try:
-        with atomic_path(out_dir / MANIFEST_NAME, force=True) as tmp:
-            tmp.write_text(dumps(manifest.to_json()), encoding="utf-8")
-            for path, entry in staged:
-                moves = [(path, entry["path"])] + [(path.parent / g["path"], g["path"]) for g in entry.get("graphs", [])]
-                for src, rel in moves:
-                    dest = out_dir / rel
-                    existed = dest.exists()
-                    os.replace(src, dest)
-                    if not existed:
-                        placed.append(dest)
-    except BaseException:
-        for dest in placed:
-            dest.unlink(missing_ok=True)
-        raise
-
-
-def _recipe(variant: Variant, pass_options: Mapping[str, Mapping]) -> list[tuple[str, dict]]:
-    return [(name, get_pass(name).options.resolve({**opts, **pass_options.get(name, {})}))
-            for name, opts in variant.passes]
-
-
-def _todo(manifest: Manifest | None, wanted: list[Variant], out_dir: Path, pass_options, force: bool) -> list[Variant]:
-    """Variants to build. One already in the manifest with the same recipe is up to date and kept;
-    one with another recipe, or a foreign file in the way, needs --force."""
-    if force or manifest is None:
-        return list(wanted)
-    todo = []
-    for v in wanted:
-        earlier = manifest.failure(v.name)
-        if earlier is not None and not manifest.has(v.name) \
-                and [(r["name"], r["options"]) for r in earlier.get("recipe", [])] == _recipe(v, pass_options):
-            progress.info(f"{manifest.model} {v.name}: failed with the same settings in an earlier export, kept as "
-                          "that result (pass --force to build it again)")
-            continue
-        if not manifest.has(v.name):
-            target = out_dir / artifact_name(manifest.model, v.name)
-            if target.exists():
-                raise OutputExistsError(target)
-            todo.append(v)
-            continue
-        built_with = [(p["name"], p["options"]) for p in manifest.variant(v.name).get("passes", [])]
-        if built_with != _recipe(v, pass_options):
-            raise UserError(f"{out_dir / artifact_name(manifest.model, v.name)} exists and was built with other "
-                            "pass options", "pass --force to rebuild it or choose another --out")
-        if v.name != "fp32":
-            progress.info(f"{manifest.model} {v.name}: up to date in {out_dir}, kept")
-    return todo
-
-
-def _weights_key(checkpoint, seed, source) -> dict | None:
-    if source is not None:
-        return {"kind": source.weights.get("kind"), "sha256": source.weights.get("sha256")}
-    if checkpoint:
-        return {"kind": "checkpoint", "sha256": sha256_file(checkpoint) if Path(checkpoint).is_file() else None}
-    return {"kind": "seeded-random", "seed": seed}
