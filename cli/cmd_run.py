@@ -21,7 +21,9 @@ def add_arguments(p, argv: list[str]) -> None:
     p.epilog = EPILOG
     p.add_argument("model")
     p.add_argument("input", help="a file, or many: a directory or a quoted glob ('frames/*.png')")
-    p.add_argument("-o", "--output", required=True)
+    p.add_argument("-o", "--output", default=None,
+                   help="where to write (default outputs/MODEL/: a matte as NAME.png, a video's as NAME.mp4, stems in "
+                        "NAME/, a structure as NAME.pdb; with many files, that folder)")
     p.add_argument("--artifacts", default=None, help="export directory (default artifacts/MODEL)")
     p.add_argument("--variant", default="fp32")
     p.add_argument("--backend", default="ort-cpu")
@@ -52,6 +54,8 @@ def run(args) -> int:
         raise UserError(f"{art} holds a {load_manifest(art).model} export, not {spec.name}",
                         f"pass --artifacts of a {spec.name} export")
     src = Path(args.input)
+    if args.output is None:  # the model's pipeline names its outputs under outputs/MODEL
+        args.output = str(_default_output(spec, src, args))
     if args.ray or src.is_dir() or (not src.exists() and set("*?[") & set(args.input)):
         from xopt.cli.run_batch import run_many
 
@@ -96,3 +100,14 @@ def run(args) -> int:
         print(f"xopt: warning: {line}", file=sys.stderr)
     announce(log)
     return EXIT_CHECK_FAILED if any(n["failed"] for n in pipe.notes) else 0
+
+
+def _default_output(spec, src: Path, args) -> Path:
+    from xopt.runtime.pipeline import pipeline_class
+
+    root = Path("outputs") / spec.name
+    many = args.ray or src.is_dir() or (not src.exists() and set("*?[") & set(args.input))
+    cls = pipeline_class(spec)
+    if many or cls is None or not src.is_file():  # a missing file is named as such by check_input
+        return root
+    return cls.default_output(src, root)

@@ -68,6 +68,12 @@ class Pipeline:
         they are not (a frame sequence). `run_file` replaces them on a re-run when xopt wrote them."""
         return None
 
+    @classmethod
+    def default_output(cls, src: Path, root: Path) -> Path:
+        """The `dst` of `xopt run MODEL FILE` without -o: `root` (outputs/MODEL) itself, for
+        pipelines that name their outputs after `src` inside a folder."""
+        return root
+
     def batch_target(self, src: Path, out_dir: Path) -> Path:
         """The `dst` that `process_file` gets for `src` when many files go to `out_dir` (`xopt run
         MODEL DIR -o OUT`): `out_dir` itself, for pipelines that name their outputs after `src`."""

@@ -292,6 +292,14 @@ class MattingPipeline(Pipeline):
         from xopt.models.modnet.image_io import inspect
 
         return inspect(Path(path))
+    @classmethod
+    def default_output(cls, src: Path, root: Path) -> Path:
+        """A still's matte as root/<stem>.png; a video's as root/<stem>.mp4 (a PNG sequence would
+        replace the whole folder, mattes of other files included)."""
+        from xopt.models.modnet.image_io import _is_image
+
+        return Path(root) if _is_image(Path(src)) else Path(root) / f"{Path(src).stem}.mp4"
+
     def outputs_for(self, src: Path, dst: Path) -> list[Path] | None:
         """A still's matte (dst, or dst/<stem>.png for a folder) or a video matte file; a PNG
         sequence is a folder replaced whole, so None."""

@@ -138,6 +138,10 @@ class OpenFoldPipeline(Pipeline):
         ptm = f", pTM {result['ptm']:.3f}" if "ptm" in result else ""
         return f"xopt openfold {self.cfg.get('preset')}, {kind}, mean pLDDT {float(np.mean(result['plddt'])):.1f}{ptm}"
 
+    @classmethod
+    def default_output(cls, src: Path, root: Path) -> Path:
+        return Path(root) / f"{Path(src).stem}.pdb"
+
     def batch_target(self, src: Path, out_dir: Path) -> Path:
         return Path(out_dir) / f"{Path(src).stem}.pdb"  # one structure per FASTA/A3M file
 

@@ -157,7 +157,10 @@ def test_run_on_a_photo_with_no_flags(home):
     photo = home / "photo.png"
     rng = np.random.default_rng(0)
     Image.fromarray(rng.integers(0, 256, (300, 400, 3), dtype=np.uint8)).save(photo)
-    r = xopt(["run", "modnet", "photo.png", "-o", "matte.png"], home)
+    r = xopt(["run", "modnet", "photo.png"], home)  # no -o: outputs/modnet/<stem>.png
     _ok(r)
+    with Image.open(home / "outputs" / "modnet" / "photo.png") as matte:
+        assert matte.size == (400, 300)
+    _ok(xopt(["run", "modnet", "photo.png", "-o", "matte.png"], home))
     with Image.open(home / "matte.png") as matte:
         assert matte.size == (400, 300)
