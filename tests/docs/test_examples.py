@@ -152,7 +152,8 @@ def test_the_checker_catches_a_made_up_flag_model_or_variant():
     assert xopt_error(["export", "modnte"]) is not None
     assert xopt_error(["profile", "modnet", "--variants", "fp32,fp17"]) is not None
     assert xopt_error(["exprt", "modnet"]) is not None
-    assert xopt_error(["run", "modnet", "photo.jpg"]) is not None  # -o is required
+    assert xopt_error(["run", "modnet", "photo.jpg"]) is None  # -o has a default
+    assert xopt_error(["run", "modnet"]) is not None  # the input has none
     assert xopt_error(["export", "--help"]) is None
     assert xopt_error(["run", "demucs"], partial=True) is None  # named in prose
     assert xopt_error(["run", "demucs", "--fp16"], partial=True) is not None
