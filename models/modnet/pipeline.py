@@ -292,6 +292,7 @@ class MattingPipeline(Pipeline):
         from xopt.models.modnet.image_io import inspect
 
         return inspect(Path(path))
+
     @classmethod
     def default_output(cls, src: Path, root: Path) -> Path:
         """A still's matte as root/<stem>.png; a video's as root/<stem>.mp4 (a PNG sequence would
