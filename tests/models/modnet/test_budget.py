@@ -151,6 +151,56 @@ def test_one_real_measurement_in_a_fresh_process():
     assert big["activation_mb"] > 192 * 192 * 12 / 2**20
 
 
+def _conv_export(directory, config) -> None:
+    """A one-Conv graph with MODNet's input and output names and dynamic H x W, under a
+    manifest of `config`: what an export of MODNet holds, small enough to measure in a second."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from xopt.manifest import Manifest
+
+    w = numpy_helper.from_array(np.random.default_rng(0).normal(size=(64, 3, 3, 3)).astype(np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["input", "w"], ["output"], pads=[1, 1, 1, 1])], "conv",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["n", 3, "h", "w"])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["n", 64, "h", "w"])], [w])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), directory / "modnet_fp32.onnx")
+    entry = {"name": "fp32", "precision": "fp32", "path": "modnet_fp32.onnx", "sha256": "-", "opset": 17,
+             "inputs": [{"name": "input"}], "outputs": [{"name": "output"}], "parity": {}}
+    Manifest(model="modnet", weights={"kind": "seeded-random", "seed": 0}, config=config,
+             variants=[entry]).save(directory)
+
+
+def test_an_export_is_measured_on_onnx_runtime_too(tmp_path):
+    pytest.importorskip("onnxruntime")
+    _conv_export(tmp_path, get_model("modnet").config(None))
+    seen = []
+
+    def measure(h, w, artifact=None):  # torch points synthetic, ORT points real
+        seen.append(artifact)
+        return budget._measure_in_subprocess(h, w, artifact) if artifact else synthetic(h, w)
+
+    report = _fit(get_profile("cpu"), measure=measure, artifacts=str(tmp_path), points=[(128, 128), (512, 512)])
+    validate(report)
+    assert seen == [None, None] + [str(tmp_path / "modnet_fp32.onnx")] * 2
+    mm = report["extra"]["memory_model"]
+    ort = [p for p in mm["points"] if p["runtime"] == "onnxruntime"]
+    # the Conv's output alone is 64 channels x 4 bytes a pixel: 64 MB at 512x512
+    assert ort[1]["activation_mb"] > 512 * 512 * 64 * 4 / 2**20 > ort[0]["activation_mb"]
+    assert mm["onnxruntime"]["b_mb_per_pixel"] > 0
+    for key in ("a_mb", "b_mb_per_pixel"):  # the larger line, term by term
+        assert mm[key] == max(mm["torch"][key], mm["onnxruntime"][key])
+    assert "ONNX Runtime on the export's FP32 graph" in report["settings"]["basis"]
+    # an export of another config is not this model's: not measured
+    other = tmp_path / "other"
+    other.mkdir()
+    _conv_export(other, {"preset": "other"})
+    seen.clear()
+    report = _fit(get_profile("cpu"), measure=measure, artifacts=str(other), points=[(128, 128), (512, 512)])
+    assert seen == [None, None] and report["extra"]["memory_model"]["onnxruntime"] is None
+
+
 def test_xopt_fit_modnet_with_no_flags(tmp_path):
     pytest.importorskip("torch")
     r = subprocess.run([sys.executable, "-m", "xopt.cli", "fit", "modnet"], capture_output=True, text=True,
