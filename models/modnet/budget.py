@@ -25,7 +25,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from xopt.errors import BudgetError, UserError
+from xopt.errors import BudgetError, MissingExtraError, UserError
 from xopt.fitting import largest_within, measure_in_fresh_process, nnls
 from xopt.models.modnet.pipeline import MAX_MODEL_PIXELS, MULTIPLE, REF_SIZE
 
@@ -190,6 +190,30 @@ def _shape_text(r: Mapping[str, Any]) -> str:
     return f"{r['height']}x{r['width']}" if r.get("ref_size") else "-"
 
 
+def _bound_text(square: Mapping[str, Any], frame: Mapping[str, Any]) -> str:
+    """What stops each size: the budget, or a limit with the square the budget alone allows."""
+    def one(r):
+        if r["bound"] == "budget":
+            return "budget"
+        return f"{r['bound']}; budget: {r['budget_ref_size']}x{r['budget_ref_size']}" if r is square else r["bound"]
+
+    return one(square) if square["bound"] == frame["bound"] else f"square: {one(square)}; 16:9: {one(frame)}"
+
+
+def _check_installed() -> None:
+    """What the measurement processes import, checked here: one line naming the extra rather
+    than a failed child process."""
+    import importlib.util
+
+    for module in ("torch", "skimage"):
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except (ImportError, ValueError):
+            found = False
+        if not found:
+            raise MissingExtraError(module, "export", "xopt fit measures a forward of MODNet in torch")
+
+
 def fit_to_budget(spec, profile, config: Mapping[str, Any] | None, options: Mapping[str, Any]) -> dict:
     """spec.fit: a report of kind "fit" (report_schema): per variant the largest square and
     16:9 frame within the profile's budget, and the memory at the profile's target size."""
@@ -198,7 +222,10 @@ def fit_to_budget(spec, profile, config: Mapping[str, Any] | None, options: Mapp
 
     cfg = dict(config or spec.config(None))
     sizes = [tuple(s) for s in options.get("points", POINTS)]
-    measure = options.get("measure", _measure_in_subprocess)
+    measure = options.get("measure")
+    if measure is None:
+        _check_installed()
+        measure = _measure_in_subprocess
     torch_points = _measure_all(sizes, None, measure)
     torch_curve = fit_curve(torch_points)
     export = _ort_artifact(cfg, options)
@@ -236,9 +263,8 @@ def fit_to_budget(spec, profile, config: Mapping[str, Any] | None, options: Mapp
             rows.append([name, at_target, "-", "-", "-", "FAILED: nothing fits"])
             continue
         results.append({**entry, "estimated_peak_mb": square["estimated_peak_mb"]})
-        bound = square["bound"] if square["bound"] == "budget" else \
-            f"{square['bound']}; budget: {square['budget_ref_size']}x{square['budget_ref_size']}"
-        rows.append([name, at_target, _shape_text(square), _shape_text(frame), square["estimated_peak_mb"], bound])
+        rows.append([name, at_target, _shape_text(square), _shape_text(frame), square["estimated_peak_mb"],
+                     _bound_text(square, frame)])
     fitted = [r for r in results if "error" not in r]
     if not fitted:
         raise BudgetError(f"modnet at {MULTIPLE}x{MULTIPLE}", "use a larger device profile")

@@ -109,6 +109,8 @@ def test_report_per_variant_on_the_gpu_profile():
         assert r["square"]["height"] == 2880 and r["square"]["bound"] == "pipeline limit"
         assert (r["frame_16_9"]["height"], r["frame_16_9"]["width"]) == (2176, 3840)
         assert r["square"]["budget_ref_size"] > 2880 and r["estimated_peak_mb"] <= profile.budget_mb
+    assert report["extra"]["fit"]["rows"][0][-1] == \
+        f"pipeline limit; budget: {by['fp32']['square']['budget_ref_size']}x{by['fp32']['square']['budget_ref_size']}"
     assert by["fp16"]["square"]["budget_ref_size"] > by["fp32"]["square"]["budget_ref_size"]
     assert report["extra"]["choice"]["variant"] == "fp16"
     assert report["extra"]["memory_model"]["onnxruntime"] is None and "seeded-random" in report["settings"]["basis"]
@@ -131,7 +133,16 @@ def test_the_budget_binds_on_a_small_profile():
     assert mb(sq["height"], sq["width"]) <= 800.0 < mb(sq["height"] + 32, sq["width"] + 32)
     fr = by["fp32"]["frame_16_9"]
     assert mb(fr["height"], fr["width"]) <= 800.0 < mb(*rule_size(fr["ref_size"] + 32, (16, 9)))
+    assert report["extra"]["fit"]["rows"][0][-1] == "budget"
     assert report["extra"]["choice"]["variant"] == "fp32"
+
+
+def test_a_square_and_a_frame_stopped_by_different_limits_say_so():
+    # 2500 px high at most: the 16:9 frame stops at the pipeline's area first, the square at the height
+    profile = dataclasses.replace(get_profile("cpu"), targets={"max_height": 2500, "modnet": {}})
+    row = _fit(profile)["extra"]["fit"]["rows"][0]
+    assert row[2:4] == ["2496x2496", "2176x3840"]
+    assert row[-1].startswith("square: profile max_height; budget: ") and row[-1].endswith("; 16:9: pipeline limit")
 
 
 def test_nothing_fits_is_a_budget_error():
@@ -215,3 +226,12 @@ def test_xopt_fit_modnet_with_no_flags(tmp_path):
     assert "host peak of one forward at 768x768" in r.stdout + r.stderr
     for name in ("report.md", "report.html"):
         assert (tmp_path / "reports" / "modnet-fit" / name).stat().st_size > 0
+
+
+def test_without_torch_the_fit_names_the_extra_before_measuring(tmp_path):
+    prelude = "import sys; sys.modules['torch'] = None; from xopt.cli import main; sys.exit(main(['fit', 'modnet']))"
+    r = subprocess.run([sys.executable, "-c", prelude], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert 'pip install "xopt[export]"' in r.stdout + r.stderr and "torch is not installed" in r.stdout + r.stderr
+    assert "host peak" not in r.stdout + r.stderr  # nothing was measured
+    assert not (tmp_path / "reports" / "modnet-fit" / "report.json").exists()
