@@ -191,13 +191,11 @@ def _shape_text(r: Mapping[str, Any]) -> str:
 
 
 def _bound_text(square: Mapping[str, Any], frame: Mapping[str, Any]) -> str:
-    """What stops each size: the budget, or a limit with the square the budget alone allows."""
-    def one(r):
-        if r["bound"] == "budget":
-            return "budget"
-        return f"{r['bound']}; budget: {r['budget_ref_size']}x{r['budget_ref_size']}" if r is square else r["bound"]
+    """What stops the square and the 16:9 frame, in a word each ("pipeline / budget" when they differ)."""
+    def short(r):
+        return r["bound"].removeprefix("profile ").removesuffix(" limit")
 
-    return one(square) if square["bound"] == frame["bound"] else f"square: {one(square)}; 16:9: {one(frame)}"
+    return short(square) if square["bound"] == frame["bound"] else f"{short(square)} / {short(frame)}"
 
 
 def _check_installed() -> None:
@@ -263,8 +261,8 @@ def fit_to_budget(spec, profile, config: Mapping[str, Any] | None, options: Mapp
             rows.append([name, at_target, "-", "-", "-", "FAILED: nothing fits"])
             continue
         results.append({**entry, "estimated_peak_mb": square["estimated_peak_mb"]})
-        rows.append([name, at_target, _shape_text(square), _shape_text(frame), square["estimated_peak_mb"],
-                     _bound_text(square, frame)])
+        rows.append([name, at_target, _shape_text(square), _shape_text(frame),
+                     f"{square['budget_ref_size']}x{square['budget_ref_size']}", _bound_text(square, frame)])
     fitted = [r for r in results if "error" not in r]
     if not fitted:
         raise BudgetError(f"modnet at {MULTIPLE}x{MULTIPLE}", "use a larger device profile")
@@ -282,12 +280,14 @@ def fit_to_budget(spec, profile, config: Mapping[str, Any] | None, options: Mapp
             curve_pts.append({"variant": f"{r['variant']} (estimate)", "n": px,
                               "peak_mb": round(predict_mb(curve, px, weights_mb, r["precision"], gpu), 1),
                               "measured": False})
-    head = ["variant", f"MB at {th}x{tw}", "largest square", "largest 16:9", "MB at square", "bound"]
+    # 80 columns when piped: the estimates at the sizes found are in results and report.html's chart
+    head = ["variant", f"MB {th}x{tw}", "max square", "max 16:9", "budget alone", "limit"]
     notes = [f"MB: an {basis}; a = {curve['a_mb']:.1f} MB, b = {curve['b_mb_per_pixel'] * 1e6:.0f} MB per "
              f"million pixels, rms residual {curve['rms_residual_mb']:.1f} MB.",
-             f"Sizes follow MODNet's resize rule: short side = ref_size, both sides multiples of {MULTIPLE}; the "
-             f"pipeline refuses more than {MAX_MODEL_PIXELS / 1e6:.1f} MP, so where that binds the budget's own "
-             "limit is shown beside it.",
+             f"Sizes follow MODNet's resize rule: short side = ref_size, both sides multiples of {MULTIPLE}. "
+             f"limit: what stops the size (the budget; the pipeline, which refuses more than "
+             f"{MAX_MODEL_PIXELS / 1e6:.1f} MP; the profile's max_height/max_width); budget alone: the largest "
+             "square the budget allows.",
              f"Fits {profile.name} ({profile.budget_mb:.0f} MB budget): {choice['variant']} up to "
              f"{choice_line['frame_16_9']} for 16:9 frames (ref_size {choice_line['ref_size']}), "
              f"{choice_line['square']} square."]

@@ -106,7 +106,7 @@ def test_run_on_a_photo_with_no_flags(home):
 def test_fit_with_no_flags_and_its_report(home):
     r = xopt(["fit", "modnet"], home)
     _ok(r)
-    assert "largest 16:9" in r.stdout and "Fits rtx3060-laptop-12gb" in r.stdout
+    assert "max 16:9" in r.stdout and "Fits rtx3060-laptop-12gb" in r.stdout
     report = json.loads((home / "reports" / "modnet-fit" / "report.json").read_text(encoding="utf-8"))
     assert {x["variant"] for x in report["results"]} == {"fp32", "fp16", "int8"}
     assert all("error" not in x for x in report["results"])
@@ -114,4 +114,4 @@ def test_fit_with_no_flags_and_its_report(home):
         assert report["extra"]["memory_model"]["onnxruntime"] is not None
     shown = xopt(["report", "reports/modnet-fit"], home)
     _ok(shown)
-    assert "largest square" in shown.stdout and "2880x2880" in shown.stdout
+    assert "max square" in shown.stdout and "2880x2880" in shown.stdout

@@ -109,8 +109,8 @@ def test_report_per_variant_on_the_gpu_profile():
         assert r["square"]["height"] == 2880 and r["square"]["bound"] == "pipeline limit"
         assert (r["frame_16_9"]["height"], r["frame_16_9"]["width"]) == (2176, 3840)
         assert r["square"]["budget_ref_size"] > 2880 and r["estimated_peak_mb"] <= profile.budget_mb
-    assert report["extra"]["fit"]["rows"][0][-1] == \
-        f"pipeline limit; budget: {by['fp32']['square']['budget_ref_size']}x{by['fp32']['square']['budget_ref_size']}"
+    budget_alone = by["fp32"]["square"]["budget_ref_size"]
+    assert report["extra"]["fit"]["rows"][0][-2:] == [f"{budget_alone}x{budget_alone}", "pipeline"]
     assert by["fp16"]["square"]["budget_ref_size"] > by["fp32"]["square"]["budget_ref_size"]
     assert report["extra"]["choice"]["variant"] == "fp16"
     assert report["extra"]["memory_model"]["onnxruntime"] is None and "seeded-random" in report["settings"]["basis"]
@@ -142,7 +142,7 @@ def test_a_square_and_a_frame_stopped_by_different_limits_say_so():
     profile = dataclasses.replace(get_profile("cpu"), targets={"max_height": 2500, "modnet": {}})
     row = _fit(profile)["extra"]["fit"]["rows"][0]
     assert row[2:4] == ["2496x2496", "2176x3840"]
-    assert row[-1].startswith("square: profile max_height; budget: ") and row[-1].endswith("; 16:9: pipeline limit")
+    assert row[-1] == "max_height / pipeline"
 
 
 def test_nothing_fits_is_a_budget_error():
@@ -215,14 +215,16 @@ def test_an_export_is_measured_on_onnx_runtime_too(tmp_path):
 def test_xopt_fit_modnet_with_no_flags(tmp_path):
     pytest.importorskip("torch")
     r = subprocess.run([sys.executable, "-m", "xopt.cli", "fit", "modnet"], capture_output=True, text=True,
-                       cwd=tmp_path, env={**os.environ, "COLUMNS": "120"}, timeout=900)
+                       cwd=tmp_path, env={**os.environ, "COLUMNS": "80"}, timeout=900)
     assert r.returncode == 0, f"{r.stdout[-2000:]}\n{r.stderr[-2000:]}"
     assert "Traceback" not in r.stderr
     report = json.loads((tmp_path / "reports" / "modnet-fit" / "report.json").read_text(encoding="utf-8"))
     validate(report)
     assert [p["runtime"] for p in report["extra"]["memory_model"]["points"]] == ["torch"] * len(budget.POINTS)
     assert {r["variant"] for r in report["results"]} == {"fp32", "fp16", "int8"}
-    assert "largest 16:9" in r.stdout and "Fits rtx3060-laptop-12gb" in r.stdout
+    assert "max 16:9" in r.stdout and "Fits rtx3060-laptop-12gb" in r.stdout
+    assert max(len(line) for line in r.stdout.splitlines()) <= 80  # piped: 80 columns
+    assert "│ fp16    │" in r.stdout  # a table, not one block per row
     assert "host peak of one forward at 768x768" in r.stdout + r.stderr
     for name in ("report.md", "report.html"):
         assert (tmp_path / "reports" / "modnet-fit" / name).stat().st_size > 0
