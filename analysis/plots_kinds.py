@@ -23,7 +23,7 @@ def fit(report: dict) -> list:
                                              "size": 9}))
         if budget:
             fig.add_hline(y=budget, line={"color": GATE, "dash": "dash"}, annotation_text=f"budget {budget:.0f} MB")
-        fig.update_xaxes(title_text="input size (residues, tokens or samples of the fit)")
+        fig.update_xaxes(title_text="input size (residues, tokens, samples or pixels of the fit)")
         fig.update_yaxes(title_text="peak memory (MB) — lower is better; ● measured, ○ fitted", rangemode="tozero")
         figs.append(_layout(fig, "Memory against input size", 400))
     points = (curve or {}).get("points") if isinstance(curve, dict) else None

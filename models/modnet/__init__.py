@@ -8,7 +8,7 @@ import numpy as np
 from xopt.registry import register
 from xopt.models.modnet.pipeline import calibration_feeds, drift, perturb, profile_inputs
 from xopt.spec import EvalHooks
-from xopt.spec import BenchTargets, Built, DriftGate, EngineHooks, ModelSpec, ShapeFlag, Tolerance, Variant
+from xopt.spec import BenchTargets, Built, DriftGate, EngineHooks, FitHooks, ModelSpec, ShapeFlag, Tolerance, Variant
 
 EXAMPLE_SIZE = (256, 256)  # traced shape
 # INT8 MinMax ranges measured at 256x256 gave the same drift at 512x512 as ranges taken at
@@ -145,6 +145,8 @@ SPEC = register(ModelSpec(
                  "mae": "alpha, 0–1", "grad": "sum of squared gradient differences / 1000"},
     # TensorRT takes only symmetric Q/DQ and no INT32 bias: `--engine --int8` builds int8-trt
     engine=EngineHooks(shapes=engine_shapes, int8_variant="int8-trt"),
+    # xopt fit: the largest inference resolution per variant within the device budget
+    fit=FitHooks(search="xopt.models.modnet.budget:fit_to_budget"),
     shrink=shrink,
     precision_group="xopt.models.modnet.precision:group",
     fp32_nodes="xopt.models.modnet.quant:fp32_nodes",

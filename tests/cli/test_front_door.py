@@ -164,3 +164,17 @@ def test_run_on_a_photo_with_no_flags(home):
     _ok(xopt(["run", "modnet", "photo.png", "-o", "matte.png"], home))
     with Image.open(home / "matte.png") as matte:
         assert matte.size == (400, 300)
+
+
+def test_fit_with_no_flags_and_its_report(home):
+    r = xopt(["fit", "modnet"], home)
+    _ok(r)
+    assert "max 16:9" in r.stdout and "Fits rtx3060-laptop-12gb" in r.stdout
+    report = json.loads((home / "reports" / "modnet-fit" / "report.json").read_text(encoding="utf-8"))
+    assert {x["variant"] for x in report["results"]} == {"fp32", "fp16", "int8"}
+    assert all("error" not in x for x in report["results"])
+    if (home / "artifacts" / "modnet" / "manifest.json").exists():  # the export above: measured on ORT too
+        assert report["extra"]["memory_model"]["onnxruntime"] is not None
+    shown = xopt(["report", "reports/modnet-fit"], home)
+    _ok(shown)
+    assert "max square" in shown.stdout and "2880x2880" in shown.stdout
