@@ -17,6 +17,11 @@ import numpy as np
 from xopt.errors import UserError
 
 
+# CUDA context + cuDNN/cuBLAS workspaces of an ORT CUDA session, typical: what a GPU profile's
+# estimate adds to the host-measured peak
+CUDA_CONTEXT_MB = 400.0
+
+
 class MeasurementError(UserError):
     """A measurement process failed: the model's extra is missing, or memory ran out."""
 

@@ -16,9 +16,8 @@ from typing import Any, Mapping
 import numpy as np
 
 from xopt.errors import BudgetError, UserError
-from xopt.fitting import measure_in_fresh_process, nnls, parse_chunk
+from xopt.fitting import CUDA_CONTEXT_MB, measure_in_fresh_process, nnls, parse_chunk
 
-CUDA_CONTEXT_MB = 400.0  # CUDA context + cuDNN/cuBLAS workspaces of an ORT CUDA session, typical
 POINTS = ((1, 1 / 3), (1, 2 / 3), (1, 1.0), (2, 2 / 3))  # (batch, fraction of the largest measured segment)
 SEGMENTS = (7.8, 6.0, 5.0, 4.0, 3.0, 2.0, 1.0)
 MAX_BATCH = 16  # a 2-minute track is ~20 segments; more buys nothing

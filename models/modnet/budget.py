@@ -26,12 +26,9 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from xopt.errors import BudgetError, MissingExtraError, UserError
-from xopt.fitting import largest_within, measure_in_fresh_process, nnls
+from xopt.fitting import CUDA_CONTEXT_MB, largest_within, measure_in_fresh_process, nnls
 from xopt.models.modnet.pipeline import MAX_MODEL_PIXELS, MULTIPLE, REF_SIZE
 
-# the Demucs fit's figure (models/demucs/budget.py): CUDA context + cuDNN/cuBLAS workspaces of
-# an ORT CUDA session, typical; copied, since a model never imports another
-CUDA_CONTEXT_MB = 400.0
 # (height, width): squares up to 768 and the default rule's size for a 16:9 frame (1920x1080 ->
 # 512x896), about 35 s of fresh processes on a 2-core CPU
 POINTS = ((256, 256), (384, 384), (512, 512), (768, 768), (512, 896))
@@ -240,7 +237,7 @@ def fit_to_budget(spec, profile, config: Mapping[str, Any] | None, options: Mapp
     th, tw = int(targets.get("height", REF_SIZE)), int(targets.get("width", REF_SIZE))
     measured = ", ".join(f"{h}x{w}" for h, w in sizes)
     basis = (f"estimate: host-CPU peak of one forward at {measured}, fitted a + b*pixels; torch eager on "
-             "seeded-random weights" + (f", the larger term by term with ONNX Runtime on the export's FP32 graph"
+             "seeded-random weights" + (", the larger term by term with ONNX Runtime on the export's FP32 graph"
                                         if ort_curve else ", no export of this config to measure on ONNX Runtime")
              + f"; + weights ({weights_mb:.0f} MB FP32)"
              + (f"; + {CUDA_CONTEXT_MB:.0f} MB CUDA context, FP16 halves weights and activations" if gpu else "")
