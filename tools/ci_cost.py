@@ -50,7 +50,7 @@ def judge(found: dict[str, float], seconds: float, rss: int) -> list[str]:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     ap.add_argument("--readme", type=Path, default=README)
     ap.add_argument("cmd", nargs=argparse.REMAINDER, help="-- COMMAND...")
     args = ap.parse_args(argv)
