@@ -33,6 +33,7 @@ def bounds(text: str) -> dict[str, float]:
 def measure(cmd: list[str]) -> tuple[int, float, int]:
     """(exit status, wall seconds, peak RSS bytes of the largest process waited for)."""
     t0 = time.monotonic()
+    # this process stays small: a forked child's ru_maxrss counts the parent's pages until exec
     proc = subprocess.Popen(cmd)
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
