@@ -12,6 +12,7 @@ workers and the subprocesses the tests start), not their sum.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import subprocess
@@ -53,6 +54,7 @@ def judge(found: dict[str, float], seconds: float, rss: int) -> list[str]:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     ap.add_argument("--readme", type=Path, default=README)
+    ap.add_argument("--json", type=Path, default=None, help="also write {exit, seconds, peak_rss_bytes} here")
     ap.add_argument("cmd", nargs=argparse.REMAINDER, help="-- COMMAND...")
     args = ap.parse_args(argv)
     cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
@@ -60,6 +62,8 @@ def main(argv=None) -> int:
         ap.error("give the command after --")
     found = bounds(args.readme.read_text(encoding="utf-8"))
     rc, seconds, rss = measure(cmd)
+    if args.json is not None:
+        args.json.write_text(json.dumps({"exit": rc, "seconds": seconds, "peak_rss_bytes": rss}), encoding="utf-8")
     print(f"ci_cost: exit {rc}, wall {seconds / 60:.1f} min, peak RSS {rss / 2 ** 30:.2f} GB (largest process)",
           file=sys.stderr, flush=True)
     if rc:

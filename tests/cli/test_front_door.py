@@ -20,7 +20,8 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("onnxruntime")
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+ROOT = Path(__file__).resolve().parents[2]
+README = ROOT / "README.md"
 
 
 def xopt(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
@@ -60,26 +61,18 @@ def test_readme_costs_read_the_marked_bounds():
 
 
 def xopt_measured(args: list[str], cwd: Path) -> tuple[subprocess.CompletedProcess, int]:
-    """xopt as `xopt()` runs it, and the peak RSS in bytes of the largest process of its tree (wait4's
-    ru_maxrss: the command's own and that of every child it waited for, e.g. profile's per-variant
-    processes; this test process's earlier children do not count, as RUSAGE_CHILDREN's would)."""
-    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:  # outside the job's folder
-        proc = subprocess.Popen([sys.executable, "-m", "xopt.cli", *args], stdout=out, stderr=err, text=True,
-                                cwd=cwd, env={**os.environ, "COLUMNS": "120"})
-        deadline = time.monotonic() + 1800
-        while True:
-            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-            if pid:
-                break
-            if time.monotonic() > deadline:
-                proc.kill()
-                os.wait4(proc.pid, 0)
-                raise subprocess.TimeoutExpired(proc.args, 1800)
-            time.sleep(0.2)
-        proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here: Popen must not wait again
-        out.seek(0)
-        err.seek(0)
-        return subprocess.CompletedProcess(proc.args, proc.returncode, out.read(), err.read()), usage.ru_maxrss * 1024
+    """xopt as `xopt()` runs it, and the peak RSS in bytes of the largest process of its tree, as
+    tools/ci_cost.py measures it (wait4's ru_maxrss: the command's own and that of every child it
+    waited for, e.g. profile's per-variant processes). Through that small process, because a child
+    of this large pytest process would carry pytest's high-water mark from before its exec."""
+    with tempfile.TemporaryDirectory() as tmp:  # outside the job's folder
+        facts = Path(tmp) / "cost.json"
+        cmd = [sys.executable, str(ROOT / "tools" / "ci_cost.py"), "--readme", os.devnull, "--json", str(facts),
+               "--", sys.executable, "-m", "xopt.cli", *args]
+        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=cwd, timeout=1800,
+                              env={**os.environ, "COLUMNS": "120"})
+        measured = json.loads(facts.read_text(encoding="utf-8"))
+    return subprocess.CompletedProcess(proc.args, measured["exit"], proc.stdout, proc.stderr), measured["peak_rss_bytes"]
 
 
 def _bytes_under(folder: Path) -> int:
