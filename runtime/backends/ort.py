@@ -5,6 +5,7 @@ load, then silently runs on CPU.
 from __future__ import annotations
 
 import functools
+import os
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,12 @@ _LEVELS = {"disabled": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC",
            "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}
 
 
+def max_threads() -> int:
+    """The most intra-op threads a session may ask for: 8 per CPU (oversubscription past that
+    only queues), at least 64."""
+    return max(64, 8 * (os.cpu_count() or 1))
+
+
 def session_options(ort, graph_optimization_level: str = "all", disabled_optimizers=(), intra_op_num_threads=0,
                     enable_profiling: bool = False, enable_cpu_mem_arena: bool = True):
     so = ort.SessionOptions()
@@ -27,6 +34,9 @@ def session_options(ort, graph_optimization_level: str = "all", disabled_optimiz
     if isinstance(intra_op_num_threads, bool) or not isinstance(intra_op_num_threads, int) or intra_op_num_threads < 0:
         raise UserError(f"intra_op_num_threads must be a non-negative integer, not {intra_op_num_threads!r}",
                         "fix the option (0 lets ONNX Runtime choose)")
+    if intra_op_num_threads > max_threads():  # a hand-edited manifest: 31,650 threads hung a test machine
+        raise UserError(f"intra_op_num_threads {intra_op_num_threads} is more than this machine can use "
+                        f"({os.cpu_count()} CPUs)", f"use at most {max_threads()} (0 lets ONNX Runtime choose)")
     if not isinstance(disabled_optimizers, (list, tuple)) or not all(isinstance(o, str) for o in disabled_optimizers):
         raise UserError(f"disabled_optimizers must be a list of optimizer names, not {disabled_optimizers!r}",
                         "fix the option")
